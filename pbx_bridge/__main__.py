@@ -1,0 +1,3 @@
+from pbx_bridge.cli import main
+
+raise SystemExit(main())
