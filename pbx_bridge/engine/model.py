@@ -243,3 +243,75 @@ class LiveViolation:
 
 
 Output = CallOffered | AgentRinging | CallAnswered | HoldStarted | HoldEnded | TransferMade | CallEnded | LiveViolation
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+
+
+def _req_epoch(value: Any) -> float:
+    ts = _epoch(value)
+    if ts is None:
+        raise ValueError("a required time is missing")
+    return ts
+
+
+def record_from_dict(d: dict[str, Any]) -> CallRecord:
+    """The inverse of :meth:`CallRecord.to_dict` (records read back from a store or a feed).
+
+    Raises:
+        KeyError, ValueError: the dict is not a call record.
+    """
+    return CallRecord(
+        call_id=d["call_id"],
+        direction=Direction(d["direction"]),
+        caller=d.get("caller"),
+        caller_name=d.get("caller_name"),
+        callee=d.get("callee"),
+        queue=d.get("queue"),
+        agent=d.get("agent"),
+        agent_name=d.get("agent_name"),
+        arrived_at=_req_epoch(d["arrived_at"]),
+        offered_at=_epoch(d.get("offered_at")),
+        answered_at=_epoch(d.get("answered_at")),
+        ended_at=_req_epoch(d["ended_at"]),
+        time_to_answer_s=d.get("time_to_answer_s"),
+        rings=d.get("rings"),
+        outcome=Outcome(d["outcome"]),
+        abandoned_after_s=d.get("abandoned_after_s"),
+        talk_s=d.get("talk_s"),
+        holds=tuple(
+            Hold(
+                start=_req_epoch(h["start"]),
+                end=_req_epoch(h["end"]),
+                ended_call_on_hold=bool(h.get("ended_call_on_hold")),
+                consult=bool(h.get("consult")),
+            )
+            for h in d.get("holds") or []
+        ),
+        transfers=tuple(
+            Transfer(
+                kind=t["kind"],
+                from_agent=t.get("from"),
+                to=t.get("to"),
+                at=_req_epoch(t["at"]),
+                target_answered=bool(t.get("target_answered")),
+                confirmed_before_leave=bool(t.get("confirmed_before_leave")),
+                target_answered_at=_epoch(t.get("target_answered_at")),
+            )
+            for t in d.get("transfers") or []
+        ),
+        ring_no_answer=tuple(
+            RingNoAnswer(agent=r["agent"], ring_s=float(r["ring_s"]), at=_req_epoch(r["at"]))
+            for r in d.get("ring_no_answer") or []
+        ),
+        hangup_by=HangupBy(d["hangup_by"]),
+        after_hours=bool(d.get("after_hours")),
+        recording=d.get("recording"),
+        violations=tuple(d.get("violations") or ()),
+        notices=tuple(d.get("notices") or ()),
+        partial=bool(d.get("partial")),
+        picked_up_by=d.get("picked_up_by"),
+    )

@@ -361,7 +361,8 @@ class CallTracker:
 
     def feed(self, item: AmiEvent | StreamStart) -> list[Output]:
         """Apply one event; return the outputs it caused, in order."""
-        self._out = out = []
+        out: list[Output] = []
+        self._out = out
         if isinstance(item, StreamStart):
             self.stats.stream_starts += 1
             if self.stats.events:
@@ -717,9 +718,7 @@ class CallTracker:
         call.answered = ts
         call.agent = agent.device if agent is not None else None
         start = self._clock_start(call)
-        self._out.append(
-            CallAnswered(call.call_id, ts, call.agent or "", call.queue, max(ts - start, 0.0))
-        )
+        self._out.append(CallAnswered(call.call_id, ts, call.agent or "", call.queue, max(ts - start, 0.0)))
 
     def _clock_start(self, call: Call) -> float:
         policy = self.policies.for_queue(call.queue)
@@ -861,9 +860,7 @@ class CallTracker:
         # A REFER (blind transfer) raises Unhold with no Hold before it: nothing to close.
         self._close_hold(ch.call, ch.uid, ev.ts)
 
-    def _close_hold(
-        self, call: Call, uid: str, ts: float, ended_call: bool = False, by_transfer: bool = False
-    ) -> None:
+    def _close_hold(self, call: Call, uid: str, ts: float, ended_call: bool = False, by_transfer: bool = False) -> None:
         opened = call.holds_open.pop(uid, None)
         if opened is None:
             return
@@ -982,9 +979,10 @@ class CallTracker:
         call = ch.call
         if ch is call.customer:
             call.hangup_by, call.hangup_chan = HangupBy.CUSTOMER, ch.uid
-        elif ch.internal and ch in self._agents_with_customer(call):
-            call.hangup_by, call.hangup_chan = HangupBy.AGENT, ch.uid
-        elif call.answered is None and ch is call.origin and call.direction is Direction.OUTBOUND:
+        elif (ch.internal and ch in self._agents_with_customer(call)) or (
+            # an outbound call's agent giving up before the customer answers
+            call.answered is None and ch is call.origin and call.direction is Direction.OUTBOUND
+        ):
             call.hangup_by, call.hangup_chan = HangupBy.AGENT, ch.uid
 
     def _on_soft_hangup_request(self, ev: AmiEvent) -> None:

@@ -1,0 +1,70 @@
+"""The ``pbx-bridge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pbx_bridge import __version__
+from pbx_bridge.errors import PbxBridgeError
+
+EXIT_USAGE = 2
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="settings file (default: built-in defaults = the service standard)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="pbx-bridge", description=__doc__)
+    ap.add_argument("--version", action="version", version=f"pbx-bridge {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    rp = sub.add_parser("replay", help="measure the calls of a raw AMI capture file")
+    rp.add_argument("capture", type=Path, help="raw AMI byte stream (banner, responses, events)")
+    _add_config(rp)
+    rp.add_argument("--format", choices=("jsonl", "csv", "table"), default="jsonl")
+    rp.add_argument("--ignore-hours", action="store_true", help="treat every call as inside service hours")
+    rp.add_argument("--strict", action="store_true", help="exit 1 if any event could not be placed")
+    return ap
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pbx_bridge.config import load_settings
+    from pbx_bridge.export import jsonl_line, to_csv, to_table
+    from pbx_bridge.replay import ReplaySummary, build_tracker, replay
+
+    settings = load_settings(args.config)
+    tracker = build_tracker(settings, ignore_hours=args.ignore_hours)
+    summary = ReplaySummary()
+    out = sys.stdout
+    if args.format == "jsonl":
+        for record in replay(args.capture, tracker, summary):
+            out.write(jsonl_line(record.to_dict()) + "\n")
+    else:
+        rows = [r.to_dict() for r in replay(args.capture, tracker, summary)]
+        out.write(to_csv(rows, bom=False) if args.format == "csv" else to_table(rows))
+    out.flush()
+    print(f"replay: {summary.line()}", file=sys.stderr)
+    if args.strict and (summary.unplaced or summary.parse_errors):
+        print("replay: --strict: some events could not be placed", file=sys.stderr)
+        return 1
+    return 0
+
+
+COMMANDS = {"replay": cmd_replay}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except PbxBridgeError as exc:
+        print(f"pbx-bridge: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
