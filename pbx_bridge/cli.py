@@ -28,7 +28,53 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--format", choices=("jsonl", "csv", "table"), default="jsonl")
     rp.add_argument("--ignore-hours", action="store_true", help="treat every call as inside service hours")
     rp.add_argument("--strict", action="store_true", help="exit 1 if any event could not be placed")
+    run = sub.add_parser("run", help="run the daemon against a real Asterisk")
+    _add_config(run)
+    run.add_argument("--log-level", default="INFO")
+
+    demo = sub.add_parser("demo", help="run the daemon against the built-in AMI emulator (no PBX needed)")
+    _add_config(demo)
+    demo.add_argument("--listen", default="127.0.0.1:8080", help="HTTP address of the wallboard/metrics")
+    demo.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second")
+    demo.add_argument("--mqtt", metavar="URL", help="publish to this MQTT broker (mqtt://HOST:PORT)")
+    demo.add_argument("--agents", type=int, default=8, help="agents on the simulated floor")
+    demo.add_argument("--calls-per-hour", type=float, default=120.0)
+    demo.add_argument("--seed", type=int, default=None, help="random seed (default: a new day each run)")
+    demo.add_argument("--data", type=Path, help="store directory (default: a fresh temporary one)")
+    demo.add_argument("--log-level", default="INFO")
     return ap
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pbx_bridge.config import load_settings
+    from pbx_bridge.logs import configure
+    from pbx_bridge.service import run_daemon
+
+    configure(args.log_level)
+    settings = load_settings(args.config)
+    return asyncio.run(run_daemon(settings))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pbx_bridge.demo import DemoOptions, run_demo
+    from pbx_bridge.logs import configure
+
+    configure(args.log_level)
+    options = DemoOptions(
+        config=args.config,
+        listen=args.listen,
+        speed=args.speed,
+        mqtt=args.mqtt,
+        agents=args.agents,
+        calls_per_hour=args.calls_per_hour,
+        seed=args.seed,
+        data=args.data,
+    )
+    return asyncio.run(run_demo(options))
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -54,7 +100,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"replay": cmd_replay}
+COMMANDS = {"replay": cmd_replay, "run": cmd_run, "demo": cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -742,21 +742,21 @@ def _check_store(store: StoreSettings, env: Mapping[str, str], ctx: _Context) ->
     return replace(store, dsn=dsn)
 
 
-def _split_host_port(text: str) -> tuple[str, int]:
+def _split_host_port(text: str, lowest_port: int = 1) -> tuple[str, int]:
     """Split ``host:port`` or ``[v6]:port``; raises ``ValueError``."""
     host, sep, port_text = text.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
         raise ValueError("an IPv6 address must be in brackets, e.g. '[::1]:8080'")
-    if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= _MAX_PORT:
-        raise ValueError(f"must be host:port with a port from 1 to 65535, got {text!r}")
+    if not sep or not host or not port_text.isdigit() or not lowest_port <= int(port_text) <= _MAX_PORT:
+        raise ValueError(f"must be host:port with a port from {lowest_port} to 65535, got {text!r}")
     return host, int(port_text)
 
 
 def _check_http(http: HttpSettings, ctx: _Context) -> HttpSettings:
     try:
-        _split_host_port(http.listen)
+        _split_host_port(http.listen, lowest_port=0)  # 0: any free port (tests, side-by-side demos)
     except ValueError as exc:
         ctx.fail("http.listen", str(exc), exc)
     return http

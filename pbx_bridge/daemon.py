@@ -1,0 +1,354 @@
+"""The daemon: AMI in, one ordered consumer feeding the engine, store / metrics / live views out.
+
+Theory of operation
+-------------------
+Every long-lived task runs in one ``asyncio.TaskGroup``: the consumer, the one-second ticker
+(live breaches such as a hold passing its limit), the AMI watchdog, the store's writer, the
+HTTP server and, when configured, the MQTT publisher. The AMI protocol only appends frames to a
+bounded queue; the consumer alone touches the engine, so events are applied strictly in
+order and nothing the engine does can stall the socket.
+
+SIGTERM / SIGINT: stop reading AMI, apply every event already received, write every finished
+call to the store, publish ``offline``, then exit 0. A rejected login at start-up exits 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from pbx_bridge.ami.connection import AmiClient, AmiOptions, EventSink, Gap, QueueItem, Resync
+from pbx_bridge.ami.events import EventDecoder, StreamStart
+from pbx_bridge.board import Board
+from pbx_bridge.config import Settings
+from pbx_bridge.engine.model import (
+    AgentRinging,
+    CallAnswered,
+    CallEnded,
+    CallOffered,
+    CallRecord,
+    HoldEnded,
+    HoldStarted,
+    LiveViolation,
+    Output,
+    TransferMade,
+    record_from_dict,
+)
+from pbx_bridge.errors import AmiLoginError, ConfigError
+from pbx_bridge.hub import Hub
+from pbx_bridge.metrics import BridgeMetrics, LiveSources
+from pbx_bridge.replay import build_tracker
+from pbx_bridge.web.app import create_app
+
+log = structlog.get_logger(__name__)
+
+TICK_S = 1.0
+EXIT_LOGIN_REJECTED = 3
+
+
+class Store(Protocol):
+    """What the daemon needs of a call store (SQLite or PostgreSQL)."""
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def run(self) -> None: ...
+    async def flush(self, timeout: float = ...) -> None: ...
+    def submit(self, record: CallRecord, service_day: str) -> None: ...
+    async def calls_between(self, start: float, end: float) -> list[dict[str, Any]]: ...
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it on a signal."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extras:
+    """Optional parts plugged in by the CLI (MQTT publisher, QA API routes)."""
+
+    mqtt: Callable[[Daemon], Coroutine[Any, Any, None]] | None = None
+    mqtt_connected: Callable[[], bool | None] = lambda: None
+    routes: Callable[[web.Application, Daemon], None] | None = None
+
+
+class Daemon:
+    """One bridge between one Asterisk and its store, metrics and live views."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        registry: CollectorRegistry | None = None,
+        extras: Extras | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        secret = settings.ami.secret
+        if secret is None:
+            raise ConfigError(f"ami.secret: set the environment variable {settings.ami.secret_env} or ami.secret_file")
+        self.settings = settings
+        self.store = store
+        self.extras = extras or Extras()
+        self.clock = clock
+        self.sink = EventSink(limit=settings.ami.queue_size)
+        self.tracker = build_tracker(settings)
+        self.decoder = EventDecoder()
+        calendar = settings.calendars.default
+        self._service_day = calendar.service_day
+        self.board = Board(settings.policies, calendar.service_day, mask_numbers=settings.wallboard.mask_numbers)
+        self.hub = Hub()
+        self.metrics = BridgeMetrics(registry)
+        self.registry = self.metrics.registry
+        ami = settings.ami
+        self.ami = AmiClient(
+            AmiOptions(
+                host=ami.host,
+                port=ami.port,
+                username=ami.username,
+                secret=secret,
+                reconnect_min_s=ami.reconnect_min_s,
+                reconnect_max_s=ami.reconnect_max_s,
+                ping_interval_s=ami.ping_interval_s,
+                ping_timeout_s=ami.ping_timeout_s,
+                action_timeout_s=ami.action_timeout_s,
+                queue_size=ami.queue_size,
+            ),
+            self.sink,
+            clock=clock,
+        )
+        calendars = settings.calendars
+        self.metrics.add_live(
+            LiveSources(
+                tracker=self.tracker,
+                board=self.board,
+                ami=self.ami.counters,
+                in_hours=lambda queue, ts: calendars.for_queue(queue).is_open(ts),
+                store_errors=lambda: int(getattr(getattr(store, "stats", None), "write_errors", 0)),
+                mqtt_connected=self.extras.mqtt_connected,
+                clock=clock,
+            )
+        )
+        self.stopping = asyncio.Event()
+        self.started = asyncio.Event()
+        self.http_port: int | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ------------------------------------------------------------------ views
+
+    def snapshot(self) -> dict[str, Any]:
+        snap = self.board.snapshot(self.tracker, self.clock(), connected=self.ami.counters.connected)
+        wb = self.settings.wallboard
+        snap["ui"] = {"lang": wb.lang.value, "title": wb.title, "masked": wb.mask_numbers}
+        return snap
+
+    def health(self) -> dict[str, Any]:
+        c = self.ami.counters
+        age = time.monotonic() - c.last_frame_at if c.last_frame_at else None
+        stats = getattr(self.store, "stats", None)
+        return {
+            "ok": c.connected,
+            "ami_connected": c.connected,
+            "last_event_age_s": round(age, 1) if age is not None else None,
+            "events": self.tracker.stats.events,
+            "open_calls": len(self.tracker.open_calls),
+            "dropped_events": c.dropped,
+            "store_pending": getattr(stats, "pending", None),
+            "store_last_error": getattr(stats, "last_error", None),
+        }
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT or :meth:`stop`; return the process exit status."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop)
+        status = 0
+        await self.store.open()
+        try:
+            await self._seed()
+            await self._start_http()
+            await self.ami.start()
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(self._consume(), name="consumer")
+                    tg.create_task(self._tick(), name="ticker")
+                    tg.create_task(self.ami.watchdog(), name="ami-watchdog")
+                    tg.create_task(self._first_login(), name="first-login")
+                    tg.create_task(self.store.run(), name="store-writer")
+                    if self.extras.mqtt is not None:
+                        tg.create_task(self.extras.mqtt(self), name="mqtt")
+                    tg.create_task(self._until_stopped(), name="stop")
+                    self.started.set()
+            except* _Stop:
+                pass
+            except* AmiLoginError as group:
+                log.error("startup_failed", error=str(group.exceptions[0]))
+                status = EXIT_LOGIN_REJECTED
+            finally:
+                await self._shutdown()
+        finally:
+            await self.store.close()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        log.info("stopped", events=self.tracker.stats.events, calls=self.tracker.stats.calls_ended)
+        return status
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    async def _until_stopped(self) -> None:
+        await self.stopping.wait()
+        raise _Stop
+
+    async def _first_login(self) -> None:
+        """A rejected login at start-up is fatal; later ones are retried with back-off."""
+        future = self.ami._first_login
+        if future is not None:
+            await future
+
+    async def _seed(self) -> None:
+        """Today's numbers survive a restart: rebuild them from the store."""
+        now = self.clock()
+        start, end = self.settings.calendars.default.day_bounds(self._service_day(now))
+        for row in await self.store.calls_between(start, end):
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                self.board.add_record(record_from_dict(row))
+
+    async def _start_http(self) -> None:
+        routes = self.extras.routes
+        app = create_app(self, extra=(lambda a: routes(a, self)) if routes is not None else None)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, _, port = self.settings.http.listen.rpartition(":")
+        site = web.TCPSite(self._runner, host or "127.0.0.1", int(port))
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else int(port)
+        log.info("http_listening", url=f"http://{host}:{self.http_port}/")
+
+    async def _shutdown(self) -> None:
+        await self.ami.close()
+        # Apply every event already received before writing the last records.
+        while (item := self.sink.get_nowait()) is not None:
+            self._apply(item)
+        with contextlib.suppress(Exception):
+            await self.store.flush(timeout=10.0)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self.sink.get()
+            self._apply(item)
+            # Take whatever else is already queued before yielding: fewer wake-ups under load.
+            for _ in range(64):
+                more = self.sink.get_nowait()
+                if more is None:
+                    break
+                self._apply(more)
+
+    def _apply(self, item: QueueItem) -> None:
+        tracker = self.tracker
+        if isinstance(item, Gap):
+            log.error("ami_events_dropped", dropped=item.dropped)
+            self._dispatch(tracker.feed(StreamStart(self.decoder.last_ts, "gap")))
+        elif isinstance(item, Resync):
+            self._dispatch(tracker.resync(item.uniqueids, item.ts))
+        else:
+            counts: dict[str, int] = {}
+            for frame in item:
+                event = self.decoder.decode(frame, fallback_clock=self.clock())
+                if event is None:
+                    continue
+                if not isinstance(event, StreamStart):
+                    counts[event.name] = counts.get(event.name, 0) + 1
+                try:
+                    outputs = tracker.feed(event)
+                except Exception:  # one bad call must not stop the stream
+                    log.exception("engine_error", ami_event=getattr(event, "name", "banner"))
+                    tracker.stats.count_unplaced("engine error")
+                    continue
+                if outputs:
+                    self._dispatch(outputs)
+            self.metrics.count_events(counts)
+        self.metrics.sync_ami(self.ami.counters)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._dispatch(self.tracker.tick(self.clock()))
+            self.hub.publish({"type": "tick", "ts": self.clock()})
+
+    def _dispatch(self, outputs: list[Output]) -> None:
+        for out in outputs:
+            self.metrics.observe(out)
+            if isinstance(out, CallEnded):
+                rec = out.record
+                self.store.submit(rec, self._service_day(rec.arrived_at).isoformat())
+                self.board.add_record(rec)
+                log.info(
+                    "call",
+                    call_id=rec.call_id,
+                    queue=rec.queue,
+                    agent=rec.agent,
+                    outcome=rec.outcome.value,
+                    tta_s=round(rec.time_to_answer_s, 1) if rec.time_to_answer_s is not None else None,
+                    talk_s=round(rec.talk_s, 1) if rec.talk_s is not None else None,
+                    hangup_by=rec.hangup_by.value,
+                    violations=list(rec.violations),
+                    partial=rec.partial,
+                )
+            elif isinstance(out, LiveViolation):
+                self.board.add_live_violation(out)
+                log.warning("live_violation", rule=out.rule, call_id=out.call_id, agent=out.agent, value=out.value)
+            self.hub.publish(live_message(out))
+
+
+def live_message(out: Output) -> dict[str, Any]:
+    """An engine output as the JSON message the live views (SSE, MQTT) carry."""
+    if isinstance(out, CallEnded):
+        return {"type": "record", "call_id": out.record.call_id, "record": out.record.to_dict()}
+    if isinstance(out, LiveViolation):
+        return {
+            "type": "violation",
+            "rule": out.rule,
+            "call_id": out.call_id,
+            "agent": out.agent,
+            "queue": out.queue,
+            "value": round(out.value, 1),
+            "limit": out.limit,
+            "live": True,
+            "ts": out.ts,
+        }
+    kind = {
+        CallOffered: "offered",
+        AgentRinging: "ringing",
+        CallAnswered: "answered",
+        HoldStarted: "hold",
+        HoldEnded: "unhold",
+        TransferMade: "transfer",
+    }[type(out)]
+    body: dict[str, Any] = {"type": "call_event", "event": kind, "call_id": out.call_id, "ts": out.ts}
+    if isinstance(out, AgentRinging | CallAnswered | HoldStarted):
+        body["agent"] = out.agent
+    if isinstance(out, CallOffered | CallAnswered):
+        body["queue"] = out.queue
+    if isinstance(out, CallAnswered):
+        body["time_to_answer_s"] = round(out.time_to_answer_s, 3)
+    if isinstance(out, HoldEnded):
+        body["seconds"] = round(out.seconds, 3)
+    if isinstance(out, TransferMade):
+        body["transfer"] = out.transfer.to_dict()
+    return body

