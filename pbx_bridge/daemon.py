@@ -27,7 +27,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pbx_bridge.ami.connection import AmiClient, AmiOptions, EventSink, Gap, QueueItem, Resync
-from pbx_bridge.ami.events import EventDecoder, StreamStart
+from pbx_bridge.ami.events import AmiEvent, EventDecoder, StreamStart
 from pbx_bridge.board import Board
 from pbx_bridge.config import Settings
 from pbx_bridge.engine.model import (
@@ -61,7 +61,7 @@ class Store(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def run(self) -> None: ...
-    async def flush(self, timeout: float = ...) -> None: ...
+    async def flush(self, timeout: float = ...) -> bool: ...
     def submit(self, record: CallRecord, service_day: str) -> None: ...
     async def calls_between(self, start: float, end: float) -> list[dict[str, Any]]: ...
 
@@ -266,6 +266,8 @@ class Daemon:
             self._dispatch(tracker.feed(StreamStart(self.decoder.last_ts, "gap")))
         elif isinstance(item, Resync):
             self._dispatch(tracker.resync(item.uniqueids, item.ts))
+            for member in item.members:
+                tracker.feed(AmiEvent("QueueMemberStatus", item.ts, None, None, member))
         else:
             counts: dict[str, int] = {}
             for frame in item:

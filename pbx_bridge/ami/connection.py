@@ -57,10 +57,11 @@ class Gap:
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    """The channels Asterisk reports as up right after a (re)login, and the wall-clock time."""
+    """What Asterisk reports right after a (re)login: channels up, queue members, wall-clock time."""
 
     uniqueids: frozenset[str]
     ts: float
+    members: tuple[dict[str, str], ...] = ()
 
 
 QueueItem = list[Frame | Banner] | Gap | Resync
@@ -333,8 +334,23 @@ class AmiClient:
         uniqueids = frozenset(
             m.get("Uniqueid") for m in _as_list(replies) if m.get("Event") == "CoreShowChannel" and m.get("Uniqueid")
         )
-        self.sink.put(Resync(uniqueids, self._clock()))
-        log.info("ami_resynced", channels=len(uniqueids))
+        members: tuple[dict[str, str], ...] = ()
+        try:
+            status = await self.action({"Action": "QueueStatus"})
+            members = tuple(_member(m) for m in _as_list(status) if m.get("Event") == "QueueMember")
+        except AmiTimeout as exc:  # agent states then wait for the next QueueMember* event
+            log.warning("ami_queue_status_failed", error=str(exc))
+        self.sink.put(Resync(uniqueids, self._clock(), members))
+        log.info("ami_resynced", channels=len(uniqueids), members=len(members))
+
+
+def _member(m: Any) -> dict[str, str]:
+    """A QueueStatus ``QueueMember`` entry in the shape of a ``QueueMemberStatus`` event."""
+    headers = {str(k): str(v) for k, v in dict(m).items()}
+    # QueueStatus names the member ``Name`` at ``Location``; the events say MemberName / Interface.
+    headers.setdefault("MemberName", headers.get("Name", ""))
+    headers.setdefault("Interface", headers.get("Location", ""))
+    return headers
 
 
 def _as_list(replies: Any) -> list[Any]:

@@ -20,7 +20,6 @@ from pbx_bridge.engine.model import CallEnded
 from pbx_bridge.engine.tracker import CallTracker
 from pbx_bridge.service import SQLITE_FILE
 
-
 TRACES = Path(__file__).parent.parent / "fixtures" / "traces"
 CAPTURES = sorted(p.name for p in TRACES.glob("*.ami"))
 
@@ -53,7 +52,7 @@ async def play_verbatim(emu: AmiEmulator, path: Path, r: Running, logins: int = 
     for index, (_, headers) in enumerate(capture.events):
         if index in capture.reconnects:
             await emu.drain(5)
-            await wait_for(lambda: r.daemon.tracker.stats.events >= sent, what="events before the reconnect")
+            await wait_for(lambda n=sent: r.daemon.tracker.stats.events >= n, what="events before the reconnect")
             emu.drop_clients()
             logins += 1
             await wait_for(lambda n=logins: r.daemon.ami.counters.logins >= n, what="re-login")

@@ -162,7 +162,7 @@ def test_example_file_documents_every_key_and_holds_no_secret() -> None:
         ("[store]\nretention_days = 0", "store.retention_days: must be a positive integer, got 0"),
         ("[store]\npath = ''", "store.path: must be a non-empty path"),
         ("[http]\nlisten = '8080'", "http.listen: must be host:port"),
-        ("[http]\nlisten = 'localhost:99999'", "http.listen: must be host:port with a port from 1 to 65535"),
+        ("[http]\nlisten = 'localhost:99999'", "http.listen: must be host:port with a port from 0 to 65535"),
         ("[http]\nlisten = '::1:8080'", "http.listen: an IPv6 address must be in brackets"),
         ("[mqtt]\nurl = 'http://broker:1883'", "mqtt.url: must look like 'mqtt://host:port'"),
         ("[mqtt]\nurl = 'mqtt://broker:99999'", "mqtt.url: invalid port"),
