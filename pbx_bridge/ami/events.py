@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from pbx_bridge.ami.frames import Banner, Frame
 
@@ -52,21 +53,57 @@ class Snapshot:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AmiEvent:
-    """One AMI event with its Asterisk timestamp (epoch seconds, UTC)."""
+class _Lazy:
+    """Marks a snapshot not parsed yet (``None`` means the event has none)."""
 
-    name: str
-    ts: float
-    chan: Snapshot | None
-    dest: Snapshot | None
-    headers: Mapping[str, str]
-    # False when the event carried no Timestamp header and ``ts`` is the stream's last known time.
-    stamped: bool = True
+
+_LAZY: Any = _Lazy()
+
+
+class AmiEvent:
+    """One AMI event with its Asterisk timestamp (epoch seconds, UTC). Read-only.
+
+    The channel snapshots are parsed on first use: most of a PBX's events (``VarSet``,
+    ``Newexten``, RTCP) are skipped by name and never pay for them.
+    """
+
+    __slots__ = ("_chan", "_dest", "headers", "name", "stamped", "ts")
+
+    def __init__(
+        self,
+        name: str,
+        ts: float,
+        chan: Snapshot | None = _LAZY,
+        dest: Snapshot | None = _LAZY,
+        headers: Mapping[str, str] | None = None,
+        stamped: bool = True,
+    ) -> None:
+        self.name = name
+        self.ts = ts
+        self.headers: Mapping[str, str] = headers if headers is not None else {}
+        # False when the event carried no Timestamp header and ``ts`` is the stream's last known time.
+        self.stamped = stamped
+        self._chan = chan
+        self._dest = dest
+
+    @property
+    def chan(self) -> Snapshot | None:
+        if self._chan is _LAZY:
+            self._chan = Snapshot.from_headers(self.headers)
+        return self._chan
+
+    @property
+    def dest(self) -> Snapshot | None:
+        if self._dest is _LAZY:
+            self._dest = Snapshot.from_headers(self.headers, "Dest")
+        return self._dest
 
     def get(self, key: str) -> str | None:
         """A header's value, ``None`` when absent, empty or ``<unknown>``."""
         return _clean(self.headers.get(key))
+
+    def __repr__(self) -> str:
+        return f"AmiEvent({self.name!r}, ts={self.ts!r}, headers={dict(self.headers)!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +150,4 @@ class EventDecoder:
             self.unstamped += 1
             if not self.last_ts and fallback_clock is not None:
                 ts = fallback_clock
-        return AmiEvent(
-            name=name,
-            ts=ts,
-            chan=Snapshot.from_headers(h),
-            dest=Snapshot.from_headers(h, "Dest"),
-            headers=h,
-            stamped=stamped,
-        )
+        return AmiEvent(name, ts, headers=h, stamped=stamped)

@@ -71,11 +71,28 @@ def parse_block(block: bytes, stats: ParserStats) -> dict[str, str]:
     later ones under ``Key(name)`` when the value is ``name=value``, else ``Key#n``;
     so a header's type never depends on the data.
     """
-    text = block.decode("utf-8", "replace")
-    if "\ufffd" in text and b"\xef\xbf\xbd" not in block:
+    try:
+        text = block.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not UTF-8 (a Latin-1 caller name, a corrupt byte): keep the frame, mark the bytes
+        # with U+FFFD, and count it.
         stats.decode_errors += 1
+        text = block.decode("utf-8", "replace")
+    lines = text.split("\r\n")
+    # Fast path, done in C: Asterisk writes every header as "Key: Value", keys unique.
+    try:
+        headers = dict(line.split(": ", 1) for line in lines)
+    except ValueError:
+        return _parse_lines(lines, stats)
+    if len(headers) != len(lines):
+        return _parse_lines(lines, stats)
+    return headers
+
+
+def _parse_lines(lines: list[str], stats: ParserStats) -> dict[str, str]:
+    """The careful path: missing spaces, duplicate keys, empty or malformed lines."""
     headers: dict[str, str] = {}
-    for line in text.split("\r\n"):
+    for line in lines:
         if not line:
             continue
         key, sep, value = line.partition(":")
@@ -129,7 +146,8 @@ class FrameParser:
                 self._emit(bytes(buf[start:end]), out)
             start = end + 4
         del buf[:start]
-        if len(buf) > self.max_frame_bytes:
+        # Room for a frame of exactly max_frame_bytes whose terminator is still arriving.
+        if len(buf) > self.max_frame_bytes + len(TERMINATOR) - 1:
             # No terminator within the limit: drop what we hold and skip to the next one.
             if not self._skipping:
                 self.stats.oversize += 1

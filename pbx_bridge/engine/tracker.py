@@ -176,6 +176,11 @@ def device_of(channel: str) -> str:
     return name
 
 
+def _member_endpoint(interface: str) -> str:
+    """``PJSIP/1001`` and ``Local/1001@from-queue/n`` → ``1001``."""
+    return endpoint_of(interface.split("/n", 1)[0] if "@" in interface else interface)
+
+
 def endpoint_of(device: str) -> str:
     """``PJSIP/1003`` → ``1003``; ``Local/1004@agents`` → ``1004``."""
     rest = device.split("/", 1)[-1]
@@ -748,7 +753,7 @@ class CallTracker:
 
     def _learn_member(self, interface: str | None) -> None:
         if interface:
-            self._members.add(endpoint_of(interface.split("/n", 1)[0] if "@" in interface else interface))
+            self._members.add(_member_endpoint(interface))
 
     def _on_agent_connect(self, ev: AmiEvent) -> None:
         ch = self._chan(ev)
@@ -759,8 +764,22 @@ class CallTracker:
         real = self._real_behind(dest)
         if call.answered is None:
             self._answer(call, ev.ts, real)
-        if call.agent_name is None and (real is None or real.device == call.agent):
-            call.agent_name = ev.get("MemberName")
+        if call.agent_name is None and call.agent is not None:
+            call.agent_name = self._member_name(call.agent, ev.get("Interface"), ev.get("MemberName"))
+
+    def _member_name(self, agent: str, interface: str | None, member: str | None) -> str | None:
+        """The queue member name of the answering phone.
+
+        After a pickup, AgentConnect still names the member whose phone rang; the picker's
+        own name comes from the queue members we know.
+        """
+        endpoint = endpoint_of(agent)
+        if interface and member and _member_endpoint(interface) == endpoint:
+            return member
+        for m in self.floor.members.values():
+            if _member_endpoint(m.interface) == endpoint:
+                return m.name
+        return None
 
     def _on_agent_complete(self, ev: AmiEvent) -> None:
         ch = self._chan(ev)
