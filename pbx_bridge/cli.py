@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pbx_bridge import __version__
+from pbx_bridge import __version__, qa_cli
 from pbx_bridge.errors import PbxBridgeError
 
 EXIT_USAGE = 2
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=None, help="random seed (default: a new day each run)")
     demo.add_argument("--data", type=Path, help="store directory (default: a fresh temporary one)")
     demo.add_argument("--log-level", default="INFO")
+
+    qa_cli.add_parsers(sub)
     return ap
 
 
@@ -100,7 +102,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"replay": cmd_replay, "run": cmd_run, "demo": cmd_demo}
+COMMANDS = {"replay": cmd_replay, "run": cmd_run, "demo": cmd_demo, **qa_cli.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

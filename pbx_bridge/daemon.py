@@ -19,7 +19,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
@@ -63,6 +63,10 @@ class Store(Protocol):
     async def run(self) -> None: ...
     async def flush(self, timeout: float = ...) -> bool: ...
     def submit(self, record: CallRecord, service_day: str) -> None: ...
+    def mark_open(
+        self, call_id: str, arrived_at: float, payload: dict[str, Any], last_seen: float | None = None
+    ) -> None: ...
+    async def open_markers(self) -> list[Any]: ...
     async def calls_between(self, start: float, end: float) -> list[dict[str, Any]]: ...
 
 
@@ -140,6 +144,7 @@ class Daemon:
         self.started = asyncio.Event()
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._markers: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ views
 
@@ -178,6 +183,9 @@ class Daemon:
             await self._seed()
             await self._start_http()
             await self.ami.start()
+            # Outside the task group: the MQTT publisher stops last, after the shutdown has applied
+            # the events already received, so their records go out before ``offline``.
+            mqtt = asyncio.create_task(self.extras.mqtt(self), name="mqtt") if self.extras.mqtt else None
             try:
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(self._consume(), name="consumer")
@@ -185,8 +193,6 @@ class Daemon:
                     tg.create_task(self.ami.watchdog(), name="ami-watchdog")
                     tg.create_task(self._first_login(), name="first-login")
                     tg.create_task(self.store.run(), name="store-writer")
-                    if self.extras.mqtt is not None:
-                        tg.create_task(self.extras.mqtt(self), name="mqtt")
                     tg.create_task(self._until_stopped(), name="stop")
                     self.started.set()
             except* _Stop:
@@ -196,6 +202,10 @@ class Daemon:
                 status = EXIT_LOGIN_REJECTED
             finally:
                 await self._shutdown()
+                if mqtt is not None:
+                    mqtt.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await mqtt
         finally:
             await self.store.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -218,7 +228,8 @@ class Daemon:
             await future
 
     async def _seed(self) -> None:
-        """Today's numbers survive a restart: rebuild them from the store."""
+        """Today's numbers survive a restart: rebuild them from the store; note calls left open."""
+        self._markers = {m.call_id: m for m in await self.store.open_markers()}
         now = self.clock()
         start, end = self.settings.calendars.default.day_bounds(self._service_day(now))
         for row in await self.store.calls_between(start, end):
@@ -266,8 +277,9 @@ class Daemon:
             self._dispatch(tracker.feed(StreamStart(self.decoder.last_ts, "gap")))
         elif isinstance(item, Resync):
             self._dispatch(tracker.resync(item.uniqueids, item.ts))
+            self._settle_markers(item)
             for member in item.members:
-                tracker.feed(AmiEvent("QueueMemberStatus", item.ts, None, None, member))
+                tracker.feed(AmiEvent("QueueMemberStatus", item.ts, headers=member))
         else:
             counts: dict[str, int] = {}
             for frame in item:
@@ -286,6 +298,35 @@ class Daemon:
                     self._dispatch(outputs)
             self.metrics.count_events(counts)
         self.metrics.sync_ami(self.ami.counters)
+
+    def _settle_markers(self, resync: Resync) -> None:
+        """Calls a previous run left open (it was killed): close as partial those that are gone.
+
+        A call still up keeps its marker; its later events rebuild it (as partial) under the
+        same call id, and the store's upsert replaces the marker's record.
+        """
+        if not self._markers:
+            return
+        live = {c.call_id for c in self.tracker.open_calls}
+        for call_id, marker in list(self._markers.items()):
+            del self._markers[call_id]
+            uniqueids = set(marker.payload.get("linkedids") or [call_id])
+            if call_id in live or uniqueids & resync.uniqueids:
+                continue
+            try:
+                record = replace(record_from_dict(marker.payload), partial=True)
+            except (KeyError, ValueError, TypeError):
+                log.warning("open_marker_unreadable", call_id=call_id)
+                continue
+            log.warning("call_closed_after_restart", call_id=call_id)
+            self._dispatch([CallEnded(record)])
+
+    def _note_open(self, call_id: str) -> None:
+        draft = self.tracker.draft(call_id)
+        if draft is not None:
+            payload = draft.to_dict()
+            payload["linkedids"] = list(draft.linkedids)
+            self.store.mark_open(call_id, draft.arrived_at, payload, last_seen=draft.ended_at)
 
     async def _tick(self) -> None:
         while True:
@@ -312,6 +353,8 @@ class Daemon:
                     violations=list(rec.violations),
                     partial=rec.partial,
                 )
+            elif isinstance(out, CallOffered | CallAnswered | HoldStarted | TransferMade):
+                self._note_open(out.call_id)
             elif isinstance(out, LiveViolation):
                 self.board.add_live_violation(out)
                 log.warning("live_violation", rule=out.rule, call_id=out.call_id, agent=out.agent, value=out.value)

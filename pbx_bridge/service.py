@@ -24,7 +24,14 @@ def make_store(settings: Settings) -> Store:
 
 def make_extras(settings: Settings) -> Extras:
     """Optional parts: the MQTT publisher when enabled, the QA API routes when present."""
-    return Extras()
+    from pbx_bridge.web.api import register_api
+
+    if not settings.mqtt.enabled:
+        return Extras(routes=register_api)
+    from pbx_bridge.mqtt import MqttService
+
+    mqtt = MqttService(settings.mqtt, policies=settings.policies)  # a bad URL fails now, not after start-up
+    return Extras(mqtt=mqtt.run, mqtt_connected=mqtt.connected, routes=register_api)
 
 
 def build_daemon(settings: Settings) -> Daemon:

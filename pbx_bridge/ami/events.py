@@ -73,6 +73,7 @@ class AmiEvent:
         self,
         name: str,
         ts: float,
+        *,
         chan: Snapshot | None = _LAZY,
         dest: Snapshot | None = _LAZY,
         headers: Mapping[str, str] | None = None,

@@ -41,7 +41,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from pbx_bridge.ami.events import AmiEvent, Snapshot, StreamStart
@@ -415,6 +415,14 @@ class CallTracker:
                 call.partial = True
                 self._finish(call, max(ts, self._now))
         return self._out
+
+    def draft(self, call_id: str) -> CallRecord | None:
+        """The record of an open call as if it ended now (partial): what a restart can settle."""
+        call = self._calls.get(call_id)
+        if call is None:
+            return None
+        record = self._record(call, self._now)
+        return replace(record, partial=True)
 
     @property
     def open_calls(self) -> list[Call]:
