@@ -233,6 +233,9 @@ class Board:
                         "since": start,
                         "seconds": round(now - start, 1),
                         "consult": consult,
+                        # this queue's thresholds (a queue may override the default policy)
+                        "warn_s": pol.hold_warn_s,
+                        "limit_s": pol.hold_limit_s,
                         "state": "red"
                         if now - start > pol.hold_limit_s
                         else "amber"
@@ -261,6 +264,7 @@ class Board:
             "policy": {
                 "ring_seconds": policy.ring_seconds,
                 "rings_limit": policy.rings_limit,
+                "rings_apology": policy.rings_apology,
                 "hold_limit_s": policy.hold_limit_s,
                 "hold_warn_s": policy.hold_warn_s,
                 "talk_target_s": policy.talk_target_s,

@@ -32,6 +32,7 @@ from pbx_bridge.board import Board
 from pbx_bridge.config import Settings
 from pbx_bridge.engine.model import (
     AgentRinging,
+    AgentStateChanged,
     CallAnswered,
     CallEnded,
     CallOffered,
@@ -43,10 +44,11 @@ from pbx_bridge.engine.model import (
     TransferMade,
     record_from_dict,
 )
-from pbx_bridge.errors import AmiLoginError, ConfigError
+from pbx_bridge.errors import AmiLoginError, ConfigError, StoreError
 from pbx_bridge.hub import Hub
 from pbx_bridge.metrics import BridgeMetrics, LiveSources
 from pbx_bridge.replay import build_tracker
+from pbx_bridge.store.model import AgentStateInterval
 from pbx_bridge.web.app import create_app
 
 log = structlog.get_logger(__name__)
@@ -67,6 +69,7 @@ class Store(Protocol):
         self, call_id: str, arrived_at: float, payload: dict[str, Any], last_seen: float | None = None
     ) -> None: ...
     async def open_markers(self) -> list[Any]: ...
+    async def record_agent_state(self, interval: AgentStateInterval) -> None: ...
     async def calls_between(self, start: float, end: float) -> list[dict[str, Any]]: ...
 
 
@@ -145,6 +148,7 @@ class Daemon:
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
         self._markers: dict[str, Any] = {}
+        self._agent_states: list[AgentStateInterval] = []
 
     # ------------------------------------------------------------------ views
 
@@ -276,10 +280,12 @@ class Daemon:
             log.error("ami_events_dropped", dropped=item.dropped)
             self._dispatch(tracker.feed(StreamStart(self.decoder.last_ts, "gap")))
         elif isinstance(item, Resync):
-            self._dispatch(tracker.resync(item.uniqueids, item.ts))
+            # Times come from the stream: the resync happens "after the last event we saw".
+            ts = self.decoder.last_ts or item.ts
+            self._dispatch(tracker.resync(item.uniqueids, ts))
             self._settle_markers(item)
             for member in item.members:
-                tracker.feed(AmiEvent("QueueMemberStatus", item.ts, headers=member))
+                self._dispatch(tracker.feed(AmiEvent("QueueMemberStatus", ts, headers=member)))
         else:
             counts: dict[str, int] = {}
             for frame in item:
@@ -331,6 +337,12 @@ class Daemon:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            states, self._agent_states = self._agent_states, []
+            for interval in states:
+                try:
+                    await self.store.record_agent_state(interval)
+                except (ValueError, StoreError) as exc:  # one bad interval must not stop the daemon
+                    log.warning("agent_state_not_stored", agent=interval.agent, error=str(exc))
             self._dispatch(self.tracker.tick(self.clock()))
             self.hub.publish({"type": "tick", "ts": self.clock()})
 
@@ -355,10 +367,21 @@ class Daemon:
                 )
             elif isinstance(out, CallOffered | CallAnswered | HoldStarted | TransferMade):
                 self._note_open(out.call_id)
+            elif isinstance(out, AgentStateChanged):
+                self._agent_states.extend(agent_intervals(out))
             elif isinstance(out, LiveViolation):
                 self.board.add_live_violation(out)
                 log.warning("live_violation", rule=out.rule, call_id=out.call_id, agent=out.agent, value=out.value)
             self.hub.publish(live_message(out))
+
+
+def agent_intervals(change: AgentStateChanged) -> tuple[AgentStateInterval, AgentStateInterval]:
+    """The interval a state change closes and the one it opens (for scorecards' logged-in/paused time)."""
+    since = min(change.previous_since, change.ts)
+    return (
+        AgentStateInterval(change.agent, change.queue, change.previous, change.previous_reason, since, change.ts),
+        AgentStateInterval(change.agent, change.queue, change.state, change.reason, change.ts, None),
+    )
 
 
 def live_message(out: Output) -> dict[str, Any]:
@@ -375,6 +398,16 @@ def live_message(out: Output) -> dict[str, Any]:
             "value": round(out.value, 1),
             "limit": out.limit,
             "live": True,
+            "ts": out.ts,
+        }
+    if isinstance(out, AgentStateChanged):
+        return {
+            "type": "agent_state",
+            "agent": out.agent,
+            "name": out.name,
+            "queue": out.queue,
+            "state": out.state,
+            "reason": out.reason,
             "ts": out.ts,
         }
     kind = {

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from pbx_bridge.ami.events import AmiEvent
+from pbx_bridge.engine.model import AgentStateChanged
 
 # Device states as app_queue reports them in ``Status`` (enum ast_device_state).
 _DEVICE_IN_USE = {"2", "3", "8"}  # in use, busy, on hold
@@ -39,6 +40,7 @@ class Member:
     device: str = "1"
     in_call: bool = False
     state: AgentState = AgentState.AVAILABLE
+    shown_reason: str | None = None  # the pause reason of ``state`` (a new reason is a new interval)
     since: float = 0.0  # when ``state`` began
 
     def derive(self) -> AgentState:
@@ -99,13 +101,15 @@ class Floor:
         for q in self.queues.values():
             q.waiting.pop(call_id, None)
 
-    def member_event(self, ev: AmiEvent) -> None:
+    def member_event(self, ev: AmiEvent) -> AgentStateChanged | None:
+        """Apply a QueueMember* event; return the state change it caused, if any."""
         queue = ev.get("Queue")
         interface = ev.get("Interface")
         if not queue or not interface:
-            return
+            return None
         key = (queue, interface)
         member = self.members.get(key)
+        is_new = member is None
         if member is None:
             member = self.members[key] = Member(queue, interface, ev.get("MemberName") or interface, since=ev.ts)
         if ev.name == "QueueMemberRemoved":
@@ -120,10 +124,26 @@ class Floor:
         if (in_call := ev.get("InCall")) is not None:
             member.in_call = in_call == "1"
         state = member.derive()
-        if state is not member.state:
+        if is_new:  # first sight: no earlier interval to close
+            member.state, member.shown_reason = state, member.reason
+        change = None
+        if is_new or state is not member.state or (state is AgentState.PAUSED and member.reason != member.shown_reason):
+            change = AgentStateChanged(
+                agent=interface,
+                name=member.name,
+                queue=queue,
+                state=state.value,
+                reason=member.reason,
+                ts=ev.ts,
+                previous=member.state.value,
+                previous_reason=member.shown_reason,
+                previous_since=member.since,
+            )
             member.state = state
+            member.shown_reason = member.reason
             member.since = ev.ts
         self._update_unattended(queue, ev.ts)
+        return change
 
     def _update_unattended(self, queue: str, ts: float) -> None:
         q = self.queue(queue)

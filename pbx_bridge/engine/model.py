@@ -242,7 +242,32 @@ class LiveViolation:
     limit: float
 
 
-Output = CallOffered | AgentRinging | CallAnswered | HoldStarted | HoldEnded | TransferMade | CallEnded | LiveViolation
+@dataclass(frozen=True, slots=True)
+class AgentStateChanged:
+    """A queue member entered a new state (the previous one lasted from ``previous_since`` to ``ts``)."""
+
+    agent: str  # the member's interface, e.g. PJSIP/1001
+    name: str
+    queue: str
+    state: str
+    reason: str | None
+    ts: float
+    previous: str
+    previous_reason: str | None
+    previous_since: float
+
+
+Output = (
+    CallOffered
+    | AgentRinging
+    | CallAnswered
+    | HoldStarted
+    | HoldEnded
+    | TransferMade
+    | CallEnded
+    | LiveViolation
+    | AgentStateChanged
+)
 
 
 def _epoch(value: Any) -> float | None:

@@ -376,6 +376,7 @@ class CallTracker:
                     call.partial = True
             return out
         self.stats.events += 1
+        self._now = max(self._now, item.ts)
         name = item.name
         if name in IGNORED_EVENTS:
             return out
@@ -384,8 +385,6 @@ class CallTracker:
             self.stats.unhandled[name] = self.stats.unhandled.get(name, 0) + 1
             return out
         self._seq += 1
-        if item.stamped and item.ts > self._now:
-            self._now = item.ts
         handler(item)
         if self._now >= self._next_live_check:
             self._next_live_check = self._now + LIVE_CHECK_EVERY_S
@@ -614,6 +613,16 @@ class CallTracker:
             bridge = self._bridges[bid] = Bridge()
         return bridge
 
+    def _live(self, call: Call, output: Output) -> None:
+        """Report a live change, for customer calls only.
+
+        A call with no customer (an agent's recall leg, a picker's channel) may still be merged
+        into a customer's call and vanish; naming it in a live output would leave a call that
+        never ends. Its record is still produced if it ends on its own.
+        """
+        if call.customer is not None:
+            self._out.append(output)
+
     def _move(self, call: Call, trigger: Trigger) -> bool:
         nxt = TRANSITIONS.get((call.phase, trigger))
         if nxt is None:
@@ -671,7 +680,7 @@ class CallTracker:
         real = self._real_behind(dest)
         if call.answered is None and real is not None and real.internal and call.direction is Direction.INBOUND:
             self._offer(call, ev.ts)
-            self._out.append(AgentRinging(call.call_id, ev.ts, real.device))
+            self._live(call, AgentRinging(call.call_id, ev.ts, real.device))
         elif call.answered is None and call.direction is Direction.OUTBOUND and dest is call.customer:
             self._offer(call, ev.ts)
 
@@ -717,13 +726,15 @@ class CallTracker:
         call.rna.append(RingNoAnswer(agent=agent, ring_s=ring_s, at=ts))
 
     def _offer(self, call: Call, ts: float) -> None:
+        if call.answered is not None:
+            return  # a transfer into a queue after the answer is not the call's offer
         first = call.offered is None
         if first:
             call.offered = ts
         if call.phase is Phase.ARRIVED:
             self._move(call, Trigger.OFFER)
         if first:
-            self._out.append(CallOffered(call.call_id, ts, call.queue))
+            self._live(call, CallOffered(call.call_id, ts, call.queue))
 
     def _answer(self, call: Call, ts: float, agent: Chan | None) -> None:
         if not self._move(call, Trigger.ANSWER):
@@ -731,7 +742,7 @@ class CallTracker:
         call.answered = ts
         call.agent = agent.device if agent is not None else None
         start = self._clock_start(call)
-        self._out.append(CallAnswered(call.call_id, ts, call.agent or "", call.queue, max(ts - start, 0.0)))
+        self._live(call, CallAnswered(call.call_id, ts, call.agent or "", call.queue, max(ts - start, 0.0)))
 
     def _clock_start(self, call: Call) -> float:
         policy = self.policies.for_queue(call.queue)
@@ -878,7 +889,7 @@ class CallTracker:
         # key sends one. Informational only: both count as holds.
         call.holds_open[ch.uid] = (ev.ts, "MusicClass" not in ev.headers)
         self._move(call, Trigger.HOLD)
-        self._out.append(HoldStarted(call.call_id, ev.ts, ch.device))
+        self._live(call, HoldStarted(call.call_id, ev.ts, ch.device))
 
     def _on_unhold(self, ev: AmiEvent) -> None:
         ch = self._chan(ev)
@@ -896,7 +907,7 @@ class CallTracker:
         call.holds.append(hold)
         if not call.holds_open and call.phase is Phase.HELD and not ended_call:
             self._move(call, Trigger.UNHOLD)
-        self._out.append(HoldEnded(call.call_id, ts, hold.seconds))
+        self._live(call, HoldEnded(call.call_id, ts, hold.seconds))
 
     def _on_blind_transfer(self, ev: AmiEvent) -> None:
         if ev.headers.get("Result") != "Success":
@@ -997,7 +1008,7 @@ class CallTracker:
             # The transferer's hangup completed the transfer; it did not end the caller's call.
             call.hangup_by = None
             call.hangup_chan = None
-        self._out.append(TransferMade(call.call_id, transfer.at, transfer.freeze()))
+        self._live(call, TransferMade(call.call_id, transfer.at, transfer.freeze()))
 
     def _on_hangup_request(self, ev: AmiEvent) -> None:
         ch = self._chan(ev)
@@ -1053,7 +1064,9 @@ class CallTracker:
 
     def _on_member(self, ev: AmiEvent) -> None:
         self._learn_member(ev.get("Interface") or ev.get("StateInterface"))
-        self.floor.member_event(ev)
+        change = self.floor.member_event(ev)
+        if change is not None:
+            self._out.append(change)
 
     # ------------------------------------------------------------------ live breaches
 
@@ -1067,7 +1080,8 @@ class CallTracker:
                 if now - start > limit and key not in call.live_raised:
                     call.live_raised.add(key)
                     ch = call.chans.get(uid)
-                    self._out.append(
+                    self._live(
+                        call,
                         LiveViolation(
                             rule=HOLD_TOO_LONG,
                             call_id=call.call_id,
@@ -1076,7 +1090,7 @@ class CallTracker:
                             queue=call.queue,
                             value=now - start,
                             limit=limit,
-                        )
+                        ),
                     )
 
     # ------------------------------------------------------------------ the record

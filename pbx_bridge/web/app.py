@@ -30,12 +30,15 @@ class LiveView(Protocol):
 
 
 VIEW: web.AppKey[LiveView] = web.AppKey("view", LiveView)
+STOPPING: web.AppKey[asyncio.Event] = web.AppKey("stopping", asyncio.Event)
 
 
 def create_app(view: LiveView, extra: Callable[[web.Application], None] | None = None) -> web.Application:
     """The aiohttp application; ``extra`` adds routes (the QA API)."""
     app = web.Application()
     app[VIEW] = view
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_end_streams)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/api/live", live)
@@ -65,17 +68,23 @@ async def live(request: web.Request) -> web.Response:
 async def stream(request: web.Request) -> web.StreamResponse:
     """Server-sent events: a snapshot on every change (at most 4/s) and at least once a second."""
     view = request.app[VIEW]
+    stopping = request.app[STOPPING]
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     await resp.prepare(request)
-    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+    with contextlib.suppress(ConnectionResetError):
         await resp.write(b"retry: 2000\n\n")
-        while True:
+        while not stopping.is_set():
             await resp.write(f"event: snapshot\ndata: {_dumps(view.snapshot())}\n\n".encode())
             await view.hub.changed(STREAM_HEARTBEAT_S)
             await asyncio.sleep(STREAM_MIN_INTERVAL_S)
     return resp
+
+
+async def _end_streams(app: web.Application) -> None:
+    """Server shutdown: end the event streams (browsers reconnect) instead of waiting for them."""
+    app[STOPPING].set()
 
 
 async def wallboard(request: web.Request) -> web.Response:
