@@ -280,3 +280,9 @@ class Board:
         """Rebuild today's numbers from stored records (daemon start-up)."""
         for r in records:
             self.add_record(r)
+
+    def load_callbacks(self, unanswered: Iterable[tuple[str, str | None, float]], reached: dict[str, float]) -> None:
+        """Rebuild the call-back list: (caller, queue, ended_at) of missed calls, and when numbers were reached."""
+        for caller, queue, ended in sorted(unanswered, key=lambda u: u[2]):
+            if reached.get(caller, 0.0) < ended:
+                self.unreached.setdefault(caller, (ended, queue or NO_QUEUE))

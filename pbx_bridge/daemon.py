@@ -40,6 +40,7 @@ from pbx_bridge.engine.model import (
     HoldEnded,
     HoldStarted,
     LiveViolation,
+    Outcome,
     Output,
     TransferMade,
     record_from_dict,
@@ -69,6 +70,8 @@ class Store(Protocol):
         self, call_id: str, arrived_at: float, payload: dict[str, Any], last_seen: float | None = None
     ) -> None: ...
     async def open_markers(self) -> list[Any]: ...
+    async def unanswered_callers(self, since: float) -> list[Any]: ...
+    async def reached_numbers(self, since: float) -> dict[str, float]: ...
     async def record_agent_state(self, interval: AgentStateInterval) -> None: ...
     async def calls_between(self, start: float, end: float) -> list[dict[str, Any]]: ...
 
@@ -239,6 +242,15 @@ class Daemon:
         for row in await self.store.calls_between(start, end):
             with contextlib.suppress(KeyError, ValueError, TypeError):
                 self.board.add_record(record_from_dict(row))
+        # The call-back list spans days: missed callers within the longest deadline.
+        deadline_h = max([p.callback_deadline_h for p in self.settings.policies.queues.values()] or [0.0])
+        since = now - 3600 * max(deadline_h, self.settings.policies.default.callback_deadline_h) - 86400
+        missed = [
+            (u.caller, u.queue, u.ended_at)
+            for u in await self.store.unanswered_callers(since)
+            if not u.after_hours and u.outcome in (Outcome.ABANDONED, Outcome.UNANSWERED)
+        ]
+        self.board.load_callbacks(missed, await self.store.reached_numbers(since))
 
     async def _start_http(self) -> None:
         routes = self.extras.routes
