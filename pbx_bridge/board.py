@@ -229,7 +229,7 @@ class Board:
                         "call_id": call.call_id,
                         "queue": call.queue,
                         "agent": ch.device if ch is not None else call.agent,
-                        "caller": self._number(call.caller),
+                        "caller": self._number(call.parties[0]),
                         "since": start,
                         "seconds": round(now - start, 1),
                         "consult": consult,

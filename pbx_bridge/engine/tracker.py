@@ -253,9 +253,6 @@ class Call:
     linkedids: set[str] = field(default_factory=set)
     customer: Chan | None = None
     origin: Chan | None = None  # the first real channel (the agent, for outbound calls)
-    caller: str | None = None
-    caller_name: str | None = None
-    callee: str | None = None
     queue: str | None = None
     offered: float | None = None
     answered: float | None = None
@@ -275,6 +272,17 @@ class Call:
     connected_seq: int = -1  # event sequence number when the customer was last bridged with an agent
     recording: str | None = None
     live_raised: set[str] = field(default_factory=set)
+
+    @property
+    def parties(self) -> tuple[str | None, str | None, str | None]:
+        """``(caller, caller_name, callee)``: the customer and the number they dialled, or for an
+        outbound call the agent and the number the agent dialled. Names as Asterisk last knew them."""
+        cust, origin = self.customer, self.origin
+        if cust is None:
+            return (origin.caller_num, origin.caller_name, origin.exten) if origin else (None, None, None)
+        if self.direction is Direction.OUTBOUND and origin is not None:
+            return origin.caller_num, origin.caller_name, origin.exten or cust.caller_num
+        return cust.caller_num, cust.caller_name, cust.exten
 
     @property
     def direction(self) -> Direction:
@@ -452,9 +460,6 @@ class CallTracker:
             ch.caller_name = snap.caller_name
         if snap.caller_num is not None:
             ch.caller_num = snap.caller_num
-        call = ch.call
-        if ch is call.customer and call.direction is Direction.INBOUND:
-            call.caller_name = ch.caller_name
         return ch
 
     def _new_chan(self, snap: Snapshot, ts: float, born: bool) -> Chan:
@@ -488,22 +493,18 @@ class CallTracker:
         return ch
 
     def _classify(self, call: Call, ch: Chan, ts: float) -> None:
-        """Decide the customer and the direction as real channels join a call."""
+        """Decide the customer and the origin as real channels join a call.
+
+        The origin is the channel that started the call. When the bridge joined mid-call
+        (partial), the first leg it happens to see may be an agent's, so only the channel whose
+        Uniqueid is its Linkedid (the oldest of the call) can be the origin then.
+        """
         if ch.local:
             return
-        if call.origin is None:
+        if call.origin is None and (not call.partial or ch.uid == ch.linkedid):
             call.origin = ch
-            call.arrived = min(call.arrived, ts)
         if call.customer is None and not ch.internal:
             call.customer = ch
-            if call.origin is ch:  # inbound: the caller and the number they dialled
-                call.caller = ch.caller_num
-                call.caller_name = ch.caller_name
-                call.callee = ch.exten
-            else:  # outbound: an agent called the customer
-                call.caller = call.origin.caller_num
-                call.caller_name = call.origin.caller_name
-                call.callee = call.origin.exten or ch.caller_num
 
     def _new_call(self, key: str, ts: float, partial: bool) -> Call:
         call_id = key
@@ -740,6 +741,10 @@ class CallTracker:
         if not self._move(call, Trigger.ANSWER):
             return
         call.answered = ts
+        # Partial calls date their answer by inference; keep arrival ≤ offer ≤ answer.
+        call.arrived = min(call.arrived, ts)
+        if call.offered is not None and call.offered > ts:
+            call.offered = ts
         call.agent = agent.device if agent is not None else None
         start = self._clock_start(call)
         self._live(call, CallAnswered(call.call_id, ts, call.agent or "", call.queue, max(ts - start, 0.0)))
@@ -802,8 +807,20 @@ class CallTracker:
 
     def _on_agent_complete(self, ev: AmiEvent) -> None:
         ch = self._chan(ev)
-        if ch is not None:
-            ch.call.complete_reason = ev.get("Reason")
+        if ch is None:
+            return
+        call = ch.call
+        call.complete_reason = ev.get("Reason")
+        talk = ev.get("TalkTime")
+        if call.answered is None and call.partial and talk and talk.isdigit():
+            # We joined after the answer: app_queue's TalkTime dates it (1 s resolution).
+            answered = ev.ts - int(talk)
+            call.arrived = min(call.arrived, answered)
+            agent = self._real_behind(self._chan(ev, ev.dest))
+            self._answer(call, answered, agent)
+            if agent is None and (interface := ev.get("Interface")):
+                call.agent = interface
+            call.queue = call.queue or ev.get("Queue")
 
     def _on_agent_rna(self, ev: AmiEvent) -> None:
         ch = self._chan(ev)
@@ -862,9 +879,26 @@ class CallTracker:
         bid = ev.headers.get("BridgeUniqueid")
         if ch is None or not bid:
             return
-        self._bridge(bid).members.discard(ch.uid)
+        bridge = self._bridge(bid)
+        if ch.bridge != bid and ch.uid not in bridge.history:
+            # It was in this bridge before we started listening (a partial call).
+            bridge.history.append(ch.uid)
+            self._infer_answer_from(ch.call, bridge)
+        bridge.members.discard(ch.uid)
         if ch.bridge == bid:
             ch.bridge = None
+
+    def _infer_answer_from(self, call: Call, bridge: Bridge) -> None:
+        """A partial call whose customer shared a bridge with an agent was answered before we saw it."""
+        if call.answered is not None or not call.partial or call.customer is None:
+            return
+        if call.customer.uid not in bridge.history:
+            return
+        for uid in bridge.history:
+            ch = self._chans.get(uid)
+            if ch is not None and ch.internal:
+                self._answer(call, call.arrived, ch)
+                return
 
     def _on_bridge_destroy(self, ev: AmiEvent) -> None:
         bid = ev.headers.get("BridgeUniqueid", "")
@@ -880,6 +914,8 @@ class CallTracker:
         if ch is None:
             return
         call = ch.call
+        if call.answered is None and call.partial and ch.internal and ch is not call.customer:
+            self._answer(call, call.arrived, ch)  # an agent holding the caller had answered earlier
         if ch is call.customer or ch.local or call.answered is None:
             self.stats.count_unplaced("Hold not on an answered agent leg")
             return
@@ -1157,12 +1193,13 @@ class CallTracker:
                 talk_s=talk,
             ),
         )
+        caller, caller_name, callee = call.parties
         return CallRecord(
             call_id=call.call_id,
             direction=direction,
-            caller=call.caller,
-            caller_name=call.caller_name,
-            callee=call.callee,
+            caller=caller,
+            caller_name=caller_name,
+            callee=callee,
             queue=call.queue,
             agent=call.agent,
             agent_name=call.agent_name,
