@@ -56,6 +56,12 @@ log = structlog.get_logger(__name__)
 
 TICK_S = 1.0
 EXIT_LOGIN_REJECTED = 3
+# Every answered call produces these. If some never arrive while calls come and go, an AMI
+# eventfilter (or missing read permission) is dropping them, and the measurements are wrong.
+CORE_EVENTS = frozenset(
+    {"Newchannel", "Hangup", "HangupRequest", "DialBegin", "DialEnd", "BridgeEnter", "BridgeLeave"}
+)
+CHECK_AFTER_HANGUPS = 200
 
 
 class Store(Protocol):
@@ -152,6 +158,9 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._markers: dict[str, Any] = {}
         self._agent_states: list[AgentStateInterval] = []
+        self._seen_events: set[str] = set()
+        self._hangups_seen = 0
+        self._events_checked = False
 
     # ------------------------------------------------------------------ views
 
@@ -315,6 +324,8 @@ class Daemon:
                 if outputs:
                     self._dispatch(outputs)
             self.metrics.count_events(counts)
+            if not self._events_checked:
+                self._check_event_coverage(counts)
         self.metrics.sync_ami(self.ami.counters)
 
     def _settle_markers(self, resync: Resync) -> None:
@@ -345,6 +356,21 @@ class Daemon:
             payload = draft.to_dict()
             payload["linkedids"] = list(draft.linkedids)
             self.store.mark_open(call_id, draft.arrived_at, payload, last_seen=draft.ended_at)
+
+    def _check_event_coverage(self, counts: dict[str, int]) -> None:
+        """Warn once if calls flow but a core event type never arrives (a filter drops it)."""
+        self._seen_events.update(counts)
+        self._hangups_seen += counts.get("Hangup", 0)
+        if self._hangups_seen < CHECK_AFTER_HANGUPS:
+            return
+        self._events_checked = True
+        missing = sorted(CORE_EVENTS - self._seen_events)
+        if missing:
+            log.error(
+                "ami_events_missing",
+                missing=missing,
+                hint="check manager.conf: read=call,agent,system,dialplan and no include eventfilter dropping these",
+            )
 
     async def _tick(self) -> None:
         while True:

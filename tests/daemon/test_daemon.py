@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from daemon_support import SECRET, Running, wait_for
+from structlog.testing import capture_logs
 
+from pbx_bridge import daemon as daemon_module
 from pbx_bridge.ami.capture import CaptureReader
 from pbx_bridge.emulator import AmiEmulator
 from pbx_bridge.emulator.replay import read_capture
@@ -201,3 +203,24 @@ async def test_stop_during_a_burst_writes_every_finished_call(
     assert await r.stop() == 0
     stored = stored_records(tmp_path / "data")
     assert len(stored) == r.daemon.tracker.stats.calls_ended
+
+
+async def test_missing_core_events_are_reported(
+    emulator: AmiEmulator, start_daemon: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When an AMI filter drops a core event type while calls flow, the daemon says which one, once."""
+    monkeypatch.setattr(daemon_module, "CHECK_AFTER_HANGUPS", 50)
+    r = await start_daemon(emulator.port)
+    await emulator.wait_logged_in(1)
+    capture = read_capture(TRACES / "q_busy_hour.ami")
+    sent = 0
+    with capture_logs() as logs:
+        for _, headers in capture.events:
+            if headers.get("Event") != "BridgeEnter":
+                await emulator.emit(headers)
+                sent += 1
+        await emulator.drain(10)
+        await consumed(r, sent)
+    missing = [e for e in logs if e["event"] == "ami_events_missing"]
+    assert len(missing) == 1
+    assert missing[0]["missing"] == ["BridgeEnter"]
