@@ -19,6 +19,22 @@ def make_store(settings: Settings) -> Store:
         return SqliteStore(
             cfg.path / SQLITE_FILE, batch_interval_s=cfg.batch_interval_s, retention_days=cfg.retention_days
         )
+    if cfg.backend is StoreBackend.POSTGRES:
+        try:
+            from pbx_bridge.store.postgres import PostgresStore
+        except ModuleNotFoundError as exc:
+            if exc.name != "asyncpg":
+                raise
+            raise ConfigError("store.backend: postgres needs asyncpg: pip install 'pbx-bridge[postgres]'") from exc
+        if cfg.dsn is None:  # load_settings refuses this already; a Settings built by hand may not
+            raise ConfigError(f"store.dsn_env: the postgres backend needs a DSN in {cfg.dsn_env}")
+        # The site names this PBX in the shared database, as it does on the MQTT broker.
+        return PostgresStore(
+            cfg.dsn,
+            batch_interval_s=cfg.batch_interval_s,
+            retention_days=cfg.retention_days,
+            site=settings.mqtt.site,
+        )
     raise ConfigError(f"store.backend: {cfg.backend.value} is not available in this build")
 
 

@@ -19,43 +19,46 @@ together).
 
 An open aiosqlite connection keeps its (non-daemon) thread alive and the process from exiting:
 :meth:`SqliteStore.close` closes both connections whatever happens.
+
+The batch, the writer loop and the rows built from a record are shared with the PostgreSQL
+store (:mod:`pbx_bridge.store.common`); this module holds what is SQLite's own.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import Any, Final
 
 import aiosqlite
 import structlog
 
-from pbx_bridge.engine.model import CallRecord, Direction, Outcome, secs
+from pbx_bridge.engine.model import Direction, Outcome
 from pbx_bridge.errors import StoreError
+from pbx_bridge.store.common import (
+    DAY_S,
+    Batch,
+    BatchingStore,
+    FilterSql,
+    MarkerRow,
+    filter_clauses,
+    marker_params,
+    state_params,
+    where,
+)
 from pbx_bridge.store.model import (
     AgentStateInterval,
     CallFilter,
     Complaint,
     OpenMarker,
-    StoreStats,
     UnansweredCall,
-    check_service_day,
 )
 from pbx_bridge.store.schema import apply_migrations
 
-_T = TypeVar("_T")
-
-DAY_S: Final = 86_400.0
-PURGE_RETRY_S: Final = 600.0  # after a failed purge; a day is too long to wait
-_LOG_IDS: Final = 20  # a log line names this many ids of a batch, not 100 000
 # Errors that say the rows themselves are bad: anything else (locked, disk full, I/O) is about
 # the database, and the rows are kept for a retry rather than thrown away.
 _ROW_ERRORS: Final = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
@@ -121,92 +124,18 @@ _PURGE: Final = (
 )
 _PURGE_CALLS: Final = "DELETE FROM calls WHERE arrived_at < ?"
 
-# CallFilter → WHERE fragments. Only these constant strings are ever joined into SQL; every value
-# travels as a parameter.
-_RULE_MATCH: Final = "call_id IN (SELECT v.call_id FROM violations v WHERE v.rule = ?)"
-_HAS_TRANSFER: Final = "EXISTS (SELECT 1 FROM transfers t WHERE t.call_id = calls.call_id)"
-_NO_TRANSFER: Final = "NOT EXISTS (SELECT 1 FROM transfers t WHERE t.call_id = calls.call_id)"
+# CallFilter → WHERE: the fragments that look at other tables (see common.filter_clauses).
+_FILTER_SQL: Final = FilterSql(
+    rule_match="call_id IN (SELECT v.call_id FROM violations v WHERE v.rule = ?)",
+    has_transfer="EXISTS (SELECT 1 FROM transfers t WHERE t.call_id = calls.call_id)",
+    no_transfer="NOT EXISTS (SELECT 1 FROM transfers t WHERE t.call_id = calls.call_id)",
+)
 _LIST_CALLS: Final = "SELECT record_json FROM calls"
 _COUNT_CALLS: Final = "SELECT count(*) AS total FROM calls"
 _LIST_ORDER: Final = " ORDER BY arrived_at DESC, call_id DESC LIMIT ? OFFSET ?"
 
 
-@dataclass(frozen=True, slots=True)
-class _CallRows:
-    """One call as rows, built when it is submitted (the batch never holds live objects)."""
-
-    call_id: str
-    agent: str | None
-    record_json: str
-    call: tuple[object, ...]
-    holds: tuple[tuple[object, ...], ...]
-    transfers: tuple[tuple[object, ...], ...]
-    rna: tuple[tuple[object, ...], ...]
-    violations: tuple[tuple[object, ...], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _MarkerRow:
-    call_id: str
-    arrived_at: float
-    last_seen: float
-    payload_json: str
-
-
-_StateKey = tuple[str, str, float]
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Writes waiting for the writer. A marker of None means "closed"."""
-
-    calls: dict[str, _CallRows] = field(default_factory=dict)
-    markers: dict[str, _MarkerRow | None] = field(default_factory=dict)
-    states: dict[_StateKey, AgentStateInterval] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.calls) + len(self.markers) + len(self.states)
-
-    def under(self, newer: _Batch) -> _Batch:
-        """This batch with ``newer`` laid over it: for the same key, the newer write wins."""
-        return _Batch(
-            calls={**self.calls, **newer.calls},
-            markers={**self.markers, **newer.markers},
-            states={**self.states, **newer.states},
-        )
-
-    def items(self) -> Iterable[_Batch]:
-        """Each write as a batch of its own."""
-        for call_id, rows in self.calls.items():
-            yield _Batch(calls={call_id: rows})
-        for call_id, marker in self.markers.items():
-            yield _Batch(markers={call_id: marker})
-        for key, state in self.states.items():
-            yield _Batch(states={key: state})
-
-    def describe(self) -> dict[str, object]:
-        """What is in the batch, for a log line (ids of the first few of each kind)."""
-        return {
-            "call_ids": list(islice(self.calls, _LOG_IDS)),
-            "markers": list(islice(self.markers, _LOG_IDS)),
-            "agent_states": [f"{agent}/{queue}@{start}" for agent, queue, start in islice(self.states, _LOG_IDS)],
-            "counts": {"calls": len(self.calls), "markers": len(self.markers), "agent_states": len(self.states)},
-        }
-
-
-@dataclass(slots=True)
-class _Counters:
-    written: int = 0
-    dropped: int = 0
-    rejected: int = 0
-    write_errors: int = 0
-    retrying: bool = False
-    last_error: str | None = None
-    batches: int = 0
-    purged: int = 0
-
-
-class SqliteStore:
+class SqliteStore(BatchingStore):
     """Call records, QA tags and floor history in one SQLite file.
 
     Args:
@@ -234,34 +163,22 @@ class SqliteStore:
         flush_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        for name, value in (
-            ("batch_interval_s", batch_interval_s),
-            ("max_pending", max_pending),
-            ("retention_days", retention_days),
-            ("max_backoff_s", max_backoff_s),
-        ):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, not {value}")
         if busy_timeout_s < 0 or flush_timeout_s < 0:
             raise ValueError("busy_timeout_s and flush_timeout_s must not be negative")
+        super().__init__(
+            label=str(path),
+            batch_interval_s=batch_interval_s,
+            max_pending=max_pending,
+            retention_days=retention_days,
+            max_backoff_s=max_backoff_s,
+            flush_timeout_s=flush_timeout_s,
+            clock=clock,
+            log=structlog.get_logger("pbx_bridge.store").bind(store=str(path)),
+        )
         self.path = path
-        self.batch_interval_s = batch_interval_s
-        self.max_pending = max_pending
-        self.retention_days = retention_days
         self._busy_timeout_ms = int(busy_timeout_s * 1000)
-        self._max_backoff_s = max(max_backoff_s, batch_interval_s)
-        self._flush_timeout_s = flush_timeout_s
-        self._clock = clock
-        self._log = structlog.get_logger("pbx_bridge.store").bind(store=str(path))
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._closed = False
-        self._running = False
-        self._pending = _Batch()
-        self._inflight: _Batch | None = None
-        self._lock = asyncio.Lock()
-        self._jobs: set[asyncio.Task[Any]] = set()
-        self._counters = _Counters()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -316,29 +233,6 @@ class SqliteStore:
             raise
         return db
 
-    async def close(self) -> None:
-        """Write what is pending (up to ``flush_timeout_s``), then close the database. Always closes."""
-        if self._closed:
-            return
-        try:
-            if self._writer is not None and (self._pending or self._jobs):
-                await self.flush(self._flush_timeout_s)
-        finally:
-            self._closed = True
-            if self._jobs:
-                # A write mid-transaction must end before its connection does.
-                await asyncio.wait(set(self._jobs))
-            await self._close_connections()
-            if self._pending:
-                self._log.error(
-                    "store closed with writes not saved",
-                    pending=len(self._pending),
-                    last_error=self._counters.last_error,
-                    **self._pending.describe(),
-                )
-            else:
-                self._log.info("store closed")
-
     async def _close_connections(self) -> None:
         writer, reader = self._writer, self._reader
         self._writer = self._reader = None
@@ -349,155 +243,11 @@ class SqliteStore:
             if writer is not None:
                 await writer.close()
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
+    def _is_open(self) -> bool:
+        return self._writer is not None
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    # -- the write path -------------------------------------------------------------------------
-
-    @property
-    def stats(self) -> StoreStats:
-        """A snapshot of the writer's counters."""
-        c = self._counters
-        return StoreStats(
-            pending=self._pending_count(),
-            written=c.written,
-            dropped=c.dropped,
-            rejected=c.rejected,
-            write_errors=c.write_errors,
-            retrying=c.retrying,
-            last_error=c.last_error,
-            batches=c.batches,
-            purged=c.purged,
-        )
-
-    def submit(self, record: CallRecord, service_day: str) -> None:
-        """Queue a finished call for the next batch; returns at once.
-
-        A call submitted again (a replay) replaces the earlier copy. When ``max_pending`` writes
-        are already waiting, the call is dropped, counted in ``stats.dropped`` and logged.
-
-        Args:
-            record: the final call record.
-            service_day: the deployment's local date of the call, ``YYYY-MM-DD``.
-
-        Raises:
-            StoreError: the store is closed.
-            ValueError: ``service_day`` is not a date, or the record holds a NaN or infinity.
-        """
-        self._check_accepting()
-        rows = _call_rows(record, check_service_day(service_day), self._clock())
-        if record.call_id in self._pending.calls or self._has_room("call", record.call_id):
-            self._pending.calls[record.call_id] = rows
-
-    def mark_open(
-        self, call_id: str, arrived_at: float, payload: dict[str, Any], last_seen: float | None = None
-    ) -> None:
-        """Note a call in progress (again, to refresh it), so a restart can settle it; batched.
-
-        Args:
-            call_id: the call.
-            arrived_at: when it arrived.
-            payload: what the daemon needs to close it later (JSON-serialisable).
-            last_seen: the time of its latest event; ``arrived_at`` if not given.
-        """
-        self._check_accepting()
-        marker = _MarkerRow(call_id, arrived_at, arrived_at if last_seen is None else last_seen, _dumps(payload))
-        if call_id in self._pending.markers or self._has_room("open-call marker", call_id):
-            self._pending.markers[call_id] = marker
-
-    def mark_closed(self, call_id: str) -> None:
-        """Forget a call's open marker; batched. Storing the call's record also does this."""
-        self._check_accepting()
-        if call_id in self._pending.markers or self._has_room("open-call marker", call_id):
-            self._pending.markers[call_id] = None
-
-    async def record_agent_state(self, interval: AgentStateInterval) -> None:
-        """Queue one agent-state interval; batched like :meth:`submit`, returns at once.
-
-        An interval is identified by (agent, queue, start): record it again with its ``end`` to
-        close it.
-        """
-        self._check_accepting()
-        key = (interval.agent, interval.queue, interval.start)
-        if key in self._pending.states or self._has_room("agent state", f"{interval.agent}/{interval.queue}"):
-            self._pending.states[key] = interval
-
-    async def run(self) -> None:
-        """The writer task: commit the pending batch every ``batch_interval_s``; purge daily.
-
-        Failed writes are retried with a back-off doubling up to ``max_backoff_s``. When
-        cancelled, it writes what it can (up to ``flush_timeout_s``) before re-raising.
-        """
-        self._require_open()
-        if self._running:
-            raise StoreError(f"{self.path}: the writer is already running")
-        self._running = True
-        loop = asyncio.get_running_loop()
-        next_purge = loop.time() + DAY_S
-        failures = 0
-        try:
-            while not self._closed:
-                await asyncio.sleep(self._backoff(failures))
-                if self._closed:
-                    break
-                ok = await self._run_job(self._write_job)
-                failures = 0 if ok else failures + 1
-                if ok and loop.time() >= next_purge:
-                    try:
-                        await self.purge(self._clock())
-                        next_purge = loop.time() + DAY_S
-                    except StoreError as exc:
-                        self._log.warning("retention purge failed", error=str(exc), retry_in_s=PURGE_RETRY_S)
-                        next_purge = loop.time() + PURGE_RETRY_S
-        except asyncio.CancelledError:
-            if not self._closed:
-                await self.flush(self._flush_timeout_s)
-            raise
-        finally:
-            self._running = False
-
-    async def flush(self, timeout: float = 10.0) -> bool:
-        """Write everything pending now, retrying failures until ``timeout`` seconds pass.
-
-        Returns:
-            True if nothing is left pending.
-        """
-        self._require_open()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        failures = 0
-        while True:
-            job = self._start_job(self._write_job)
-            # asyncio.wait does not cancel the job on timeout: it finishes (or fails) on its own.
-            done, _ = await asyncio.wait({job}, timeout=max(deadline - loop.time(), 0.0))
-            if done and job.result():
-                failures = 0
-                if not self._pending:
-                    return True
-            elif done:
-                failures += 1
-            remaining = deadline - loop.time()
-            delay = self._backoff(failures) if failures else 0.0
-            if not done or remaining <= delay:
-                self._log.error(
-                    "flush timed out with writes not saved",
-                    pending=self._pending_count(),
-                    timeout_s=timeout,
-                    last_error=self._counters.last_error,
-                )
-                return False
-            if delay:
-                await asyncio.sleep(delay)
-
-    def _check_accepting(self) -> None:
-        if self._closed:
-            raise StoreError(f"{self.path}: the store is closed")
+    def _is_row_error(self, exc: Exception) -> bool:
+        return isinstance(exc, _ROW_ERRORS)
 
     def _require_open(self) -> aiosqlite.Connection:
         if self._writer is None:
@@ -509,111 +259,14 @@ class SqliteStore:
             raise StoreError(f"{self.path}: the store is not open")
         return self._reader
 
-    def _pending_count(self) -> int:
-        return len(self._pending) + (len(self._inflight) if self._inflight is not None else 0)
+    # -- the write path -------------------------------------------------------------------------
 
-    def _has_room(self, kind: str, key: str) -> bool:
-        if self._pending_count() < self.max_pending:
-            return True
-        self._counters.dropped += 1
-        self._log.error(
-            "store backlog full: write dropped",
-            kind=kind,
-            id=key,
-            max_pending=self.max_pending,
-            dropped=self._counters.dropped,
-            last_error=self._counters.last_error,
-        )
-        return False
-
-    def _backoff(self, failures: int) -> float:
-        if failures == 0:
-            return self.batch_interval_s
-        return float(min(self.batch_interval_s * 2**failures, self._max_backoff_s))
-
-    def _start_job(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> asyncio.Task[_T]:
-        task = asyncio.get_running_loop().create_task(self._exclusively(work))
-        self._jobs.add(task)
-        task.add_done_callback(self._job_done)
-        return task
-
-    async def _exclusively(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-        async with self._lock:
-            return await work()
-
-    def _job_done(self, task: asyncio.Task[Any]) -> None:
-        self._jobs.discard(task)
-        if not task.cancelled():
-            # Marks the outcome as seen: the caller that awaited it may have been cancelled.
-            task.exception()
-
-    async def _run_job(self, work: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
-        # shield: cancelling the caller must not stop a transaction halfway on the shared
-        # connection; the job runs to its end and close() waits for it.
-        return await asyncio.shield(self._start_job(work))
-
-    async def _write_job(self) -> bool:
-        """Write the pending batch; True when it was written (or there was nothing)."""
-        if not self._pending:
-            return True
-        batch, self._pending = self._pending, _Batch()
-        self._inflight = batch
-        try:
-            try:
-                await self._commit(batch)
-            except _ROW_ERRORS as exc:
-                self._log.warning("batch refused; writing its items one by one", error=str(exc))
-                return await self._commit_each(batch)
-            except Exception as exc:  # locked, disk full, I/O, connection gone: keep and retry
-                self._keep(batch, exc)
-                return False
-            self._committed(batch)
-            return True
-        finally:
-            self._inflight = None
-
-    async def _commit_each(self, batch: _Batch) -> bool:
-        items = list(batch.items())
-        for i, item in enumerate(items):
-            try:
-                await self._commit(item)
-            except _ROW_ERRORS as exc:
-                self._counters.rejected += 1
-                self._log.error("write rejected by the database", error=str(exc), **item.describe())
-                continue
-            except Exception as exc:
-                rest = _Batch()
-                for later in items[i:]:
-                    rest = rest.under(later)
-                self._keep(rest, exc)
-                return False
-            self._committed(item)
-        return True
-
-    def _keep(self, batch: _Batch, exc: Exception) -> None:
-        self._pending = batch.under(self._pending)
-        c = self._counters
-        c.write_errors += 1
-        c.last_error = f"{type(exc).__name__}: {exc}"
-        first = not c.retrying
-        c.retrying = True
-        log = self._log.warning if first else self._log.info
-        log("store write failed; batch kept for a retry", error=c.last_error, pending=self._pending_count())
-
-    def _committed(self, batch: _Batch) -> None:
-        c = self._counters
-        c.written += len(batch.calls)
-        c.batches += 1
-        if c.retrying:
-            c.retrying = False
-            self._log.info("store writing again", write_errors=c.write_errors)
-
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batch: Batch) -> None:
         db = self._require_open()
         calls = list(batch.calls.values())
         ids = [(c.call_id,) for c in calls]
         async with _transaction(db):
-            await db.executemany(_UPSERT_MARKER, [_marker_params(m) for m in batch.markers.values() if m])
+            await db.executemany(_UPSERT_MARKER, [marker_params(m) for m in batch.markers.values() if m])
             await db.executemany(_DELETE_MARKER, [(k,) for k, m in batch.markers.items() if m is None])
             await db.executemany(_UPSERT_CALL, [c.call for c in calls])
             for statement in _DELETE_CHILDREN:
@@ -624,7 +277,7 @@ class SqliteStore:
             await db.executemany(_INSERT_VIOLATION, [row for c in calls for row in c.violations])
             # A stored call is over, whatever marker arrived for it.
             await db.executemany(_DELETE_MARKER, ids)
-            await db.executemany(_UPSERT_STATE, [_state_params(s) for s in batch.states.values()])
+            await db.executemany(_UPSERT_STATE, [state_params(s) for s in batch.states.values()])
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -813,18 +466,8 @@ class SqliteStore:
             """,
             [],
         )
-        markers = {r["call_id"]: _MarkerRow(r["call_id"], r["arrived_at"], r["last_seen"], r["payload"]) for r in rows}
-        for batch in (self._inflight, self._pending):
-            if batch is None:
-                continue
-            for call_id, marker in batch.markers.items():
-                if marker is None:
-                    markers.pop(call_id, None)
-                else:
-                    markers[call_id] = marker
-            for call_id in batch.calls:
-                markers.pop(call_id, None)
-        ordered = sorted(markers.values(), key=lambda m: (m.arrived_at, m.call_id))
+        stored = {r["call_id"]: MarkerRow(r["call_id"], r["arrived_at"], r["last_seen"], r["payload"]) for r in rows}
+        ordered = self._unsaved_markers(stored)
         return [OpenMarker(m.call_id, m.arrived_at, m.last_seen, json.loads(m.payload_json)) for m in ordered]
 
     async def unanswered_callers(self, since: float) -> list[UnansweredCall]:
@@ -873,12 +516,6 @@ class SqliteStore:
         )
         return {r["number"]: float(r["reached_at"]) for r in rows}
 
-    def _pending_call(self, call_id: str) -> _CallRows | None:
-        found = self._pending.calls.get(call_id)
-        if found is None and self._inflight is not None:
-            found = self._inflight.calls.get(call_id)
-        return found
-
     async def _fetch(self, sql: str, params: Sequence[object]) -> list[sqlite3.Row]:
         db = self._reading()
         try:
@@ -902,144 +539,11 @@ async def _transaction(db: aiosqlite.Connection) -> AsyncIterator[None]:
         raise
 
 
-def _dumps(value: object) -> str:
-    # allow_nan=False: NaN is not JSON, and the API must return valid JSON.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-
-def _call_rows(record: CallRecord, service_day: str, stored_at: float) -> _CallRows:
-    cid = record.call_id
-    record_json = _dumps(record.to_dict())
-    call = (
-        cid,
-        record.direction.value,
-        record.caller,
-        record.caller_name,
-        record.callee,
-        record.queue,
-        record.agent,
-        record.agent_name,
-        record.arrived_at,
-        record.offered_at,
-        record.answered_at,
-        record.ended_at,
-        secs(record.time_to_answer_s),
-        record.rings,
-        record.outcome.value,
-        secs(record.abandoned_after_s),
-        secs(record.talk_s),
-        len(record.holds),
-        secs(record.hold_total_s),
-        secs(record.hold_max_s),
-        record.hangup_by.value,
-        int(record.after_hours),
-        record.recording,
-        int(record.partial),
-        record.picked_up_by,
-        service_day,
-        record_json,
-        stored_at,
-    )
-    holds = tuple(
-        (cid, seq, h.start, h.end, secs(h.seconds), int(h.ended_call_on_hold), int(h.consult))
-        for seq, h in enumerate(record.holds)
-    )
-    transfers = tuple(
-        (
-            cid,
-            seq,
-            t.kind,
-            t.from_agent,
-            t.to,
-            t.at,
-            int(t.target_answered),
-            int(t.confirmed_before_leave),
-            t.target_answered_at,
-        )
-        for seq, t in enumerate(record.transfers)
-    )
-    rna = tuple((cid, seq, r.agent, secs(r.ring_s), r.at) for seq, r in enumerate(record.ring_no_answer))
-    # dict.fromkeys: a rule listed twice is still one row (the table's key is the rule).
-    violations = tuple(
-        (cid, rule, kind, record.queue, record.agent, record.ended_at)
-        for kind, names in (("violation", record.violations), ("notice", record.notices))
-        for rule in dict.fromkeys(names)
-    )
-    return _CallRows(cid, record.agent, record_json, call, holds, transfers, rna, violations)
-
-
-def _marker_params(m: _MarkerRow) -> tuple[object, ...]:
-    return (m.call_id, m.arrived_at, m.last_seen, m.payload_json)
-
-
-def _state_params(s: AgentStateInterval) -> tuple[object, ...]:
-    return (s.agent, s.queue, s.state, s.reason, s.start, s.end)
-
-
 def _complaint(row: sqlite3.Row) -> Complaint:
     return Complaint(row["call_id"], row["agent"], row["tagged_at"], row["tagged_by"], row["note"], row["arrived_at"])
 
 
-def _prefix_upper(prefix: str) -> str | None:
-    """The smallest string above every string starting with ``prefix`` (None if there is none)."""
-    while prefix:
-        last = ord(prefix[-1])
-        nxt = last + 1
-        if 0xD800 <= nxt <= 0xDFFF:  # surrogates cannot be stored as UTF-8
-            nxt = 0xE000
-        if nxt <= 0x10FFFF:
-            return prefix[:-1] + chr(nxt)
-        prefix = prefix[:-1]
-    return None
-
-
 def _where(f: CallFilter) -> tuple[str, list[object]]:
     """The WHERE clause (with a leading space, or empty) and its parameters."""
-    clauses: list[str] = []
-    params: list[object] = []
-
-    def add(clause: str, *values: object) -> None:
-        clauses.append(clause)
-        params.extend(values)
-
-    if f.start is not None:
-        add("arrived_at >= ?", f.start)
-    if f.end is not None:
-        add("arrived_at < ?", f.end)
-    if f.queue is not None:
-        add("queue = ?", f.queue)
-    if f.agent is not None:
-        add("agent = ?", f.agent)
-    if f.outcome is not None:
-        add("outcome = ?", Outcome(f.outcome).value)
-    if f.direction is not None:
-        add("direction = ?", Direction(f.direction).value)
-    if f.partial is not None:
-        add("partial = ?", int(f.partial))
-    if f.service_day is not None:
-        add("service_day = ?", f.service_day)
-    if f.rule is not None:
-        add(_RULE_MATCH, f.rule)
-    if f.caller is not None:
-        prefix = f.caller_prefix
-        if prefix is None:
-            add("caller = ?", f.caller)
-        else:
-            # A range on the (caller, ...) index rather than LIKE, which is case-folding and
-            # treats % and _ as wildcards.
-            upper = _prefix_upper(prefix)
-            if upper is None:
-                add("caller >= ? AND substr(caller, 1, ?) = ?", prefix, len(prefix), prefix)
-            else:
-                add("caller >= ? AND caller < ?", prefix, upper)
-    if f.talk_min is not None:
-        add("talk_s >= ?", f.talk_min)
-    if f.talk_max is not None:
-        add("talk_s <= ?", f.talk_max)
-    if f.has_hold is not None:
-        add("hold_count > 0" if f.has_hold else "hold_count = 0")
-    if f.has_transfer is not None:
-        add(_HAS_TRANSFER if f.has_transfer else _NO_TRANSFER)
-    if not clauses:
-        return "", params
-    return " WHERE " + " AND ".join(clauses), params
+    clauses, params = filter_clauses(f, _FILTER_SQL)
+    return where(clauses), params
