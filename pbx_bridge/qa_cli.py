@@ -1,7 +1,7 @@
 """``pbx-bridge calls`` and ``pbx-bridge report``: the QA API's data on the command line.
 
-Both read the SQLite store directly (``store.path``/pbx-bridge.sqlite3) through the same
-queries and reports as the HTTP API, so a QA report on the terminal and one pulled over HTTP
+Both read the configured store (SQLite at ``store.path``, or the central PostgreSQL) through
+the same queries and reports as the HTTP API, so a QA report on the terminal and one pulled over HTTP
 give the same numbers. Options are generated from the API's parameter declarations
 (``--talk-min`` is ``talk_min``) and checked by the same code.
 
@@ -15,10 +15,11 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO, cast
 
 if TYPE_CHECKING:
     from pbx_bridge.config import Settings
+    from pbx_bridge.store.postgres import PostgresStore
     from pbx_bridge.store.sqlite import SqliteStore
     from pbx_bridge.web.api import QaQueries
     from pbx_bridge.web.openapi import Param
@@ -224,20 +225,18 @@ async def _report(queries: QaQueries, args: argparse.Namespace, out: TextIO) -> 
         _write_rows(out, args.format, rows, columns)
 
 
-def _store(settings: Settings) -> SqliteStore:
+def _store(settings: Settings) -> SqliteStore | PostgresStore:
     from pbx_bridge.config import StoreBackend  # noqa: PLC0415
-    from pbx_bridge.errors import ConfigError, StoreError  # noqa: PLC0415
-    from pbx_bridge.service import SQLITE_FILE  # noqa: PLC0415
-    from pbx_bridge.store.sqlite import SqliteStore  # noqa: PLC0415
+    from pbx_bridge.errors import StoreError  # noqa: PLC0415
+    from pbx_bridge.service import SQLITE_FILE, make_store  # noqa: PLC0415
 
     cfg = settings.store
-    if cfg.backend is not StoreBackend.SQLITE:
-        raise ConfigError(f"store.backend: the QA commands read the sqlite store, not {cfg.backend.value}")
     path = cfg.path / SQLITE_FILE
-    if not path.is_file():
+    if cfg.backend is StoreBackend.SQLITE and not path.is_file():
         # Opening would create an empty store: say where we looked instead.
         raise StoreError(f"no call store at {path}: run the daemon first, or point store.path at its data")
-    return SqliteStore(path, retention_days=cfg.retention_days)
+    # make_store builds one of these two; PostgresStore is not imported here (asyncpg is optional).
+    return cast("SqliteStore | PostgresStore", make_store(settings))
 
 
 def _configure_logs(level: str) -> None:

@@ -73,7 +73,7 @@ class ApiHost(Protocol):
 
 @runtime_checkable
 class QaStore(Protocol):
-    """The store's QA queries (SqliteStore has them)."""
+    """The store's QA queries (both SqliteStore and PostgresStore have them)."""
 
     async def list_calls(
         self, f: CallFilter, limit: int = ..., offset: int = ...
@@ -494,7 +494,7 @@ def register_api(app: web.Application, daemon: ApiHost) -> None:
     """
     store = daemon.store
     if not isinstance(store, QaStore):
-        raise ConfigError(f"store.backend: {type(store).__name__} has no QA queries; the API needs the SQLite store")
+        raise ConfigError(f"store.backend: {type(store).__name__} has no QA queries")
     clock = getattr(daemon, "clock", None)
     app[API] = QaQueries(store, daemon.settings, clock if callable(clock) else time.time)
     for op in OPERATIONS:
