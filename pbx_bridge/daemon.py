@@ -26,7 +26,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from pbx_bridge.ami.connection import AmiClient, AmiOptions, EventSink, Gap, QueueItem, Resync
+from pbx_bridge.ami.connection import AmiClient, AmiOptions, EventSink, Gap, QueueItem, QueueMembers, Resync
 from pbx_bridge.ami.events import AmiEvent, EventDecoder, StreamStart
 from pbx_bridge.board import Board
 from pbx_bridge.config import Settings
@@ -275,14 +275,19 @@ class Daemon:
         log.info("http_listening", url=f"http://{host}:{self.http_port}/")
 
     async def _shutdown(self) -> None:
-        await self.ami.close()
-        # Apply every event already received before writing the last records.
-        while (item := self.sink.get_nowait()) is not None:
-            self._apply(item)
-        with contextlib.suppress(Exception):
-            await self.store.flush(timeout=10.0)
-        if self._runner is not None:
-            await self._runner.cleanup()
+        try:
+            await self.ami.close()
+            # Apply every event already received before writing the last records.
+            while (item := self.sink.get_nowait()) is not None:
+                try:
+                    self._apply(item)
+                except Exception:
+                    log.exception("shutdown_apply_error")
+            with contextlib.suppress(Exception):
+                await self.store.flush(timeout=10.0)
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
 
     async def _consume(self) -> None:
         while True:
@@ -305,6 +310,8 @@ class Daemon:
             ts = self.decoder.last_ts or item.ts
             self._dispatch(tracker.resync(item.uniqueids, ts))
             self._settle_markers(item)
+        elif isinstance(item, QueueMembers):
+            ts = self.decoder.last_ts or self.clock()
             for member in item.members:
                 self._dispatch(tracker.feed(AmiEvent("QueueMemberStatus", ts, headers=member)))
         else:
@@ -386,31 +393,39 @@ class Daemon:
 
     def _dispatch(self, outputs: list[Output]) -> None:
         for out in outputs:
-            self.metrics.observe(out)
-            if isinstance(out, CallEnded):
-                rec = out.record
-                self.store.submit(rec, self._service_day(rec.arrived_at).isoformat())
-                self.board.add_record(rec)
-                log.info(
-                    "call",
-                    call_id=rec.call_id,
-                    queue=rec.queue,
-                    agent=rec.agent,
-                    outcome=rec.outcome.value,
-                    tta_s=round(rec.time_to_answer_s, 1) if rec.time_to_answer_s is not None else None,
-                    talk_s=round(rec.talk_s, 1) if rec.talk_s is not None else None,
-                    hangup_by=rec.hangup_by.value,
-                    violations=list(rec.violations),
-                    partial=rec.partial,
-                )
-            elif isinstance(out, CallOffered | CallAnswered | HoldStarted | TransferMade):
-                self._note_open(out.call_id)
-            elif isinstance(out, AgentStateChanged):
-                self._agent_states.extend(agent_intervals(out))
-            elif isinstance(out, LiveViolation):
-                self.board.add_live_violation(out)
-                log.warning("live_violation", rule=out.rule, call_id=out.call_id, agent=out.agent, value=out.value)
-            self.hub.publish(live_message(out))
+            try:
+                self._deliver(out)
+            except Exception:  # one bad output must not stop the consumer (and the daemon)
+                log.exception("output_error", output=type(out).__name__, call_id=getattr(out, "call_id", None))
+                self.tracker.stats.count_unplaced("output error")
+
+    def _deliver(self, out: Output) -> None:
+        """Hand one engine output to metrics, the store, the board and the live views."""
+        self.metrics.observe(out)
+        if isinstance(out, CallEnded):
+            rec = out.record
+            self.store.submit(rec, self._service_day(rec.arrived_at).isoformat())
+            self.board.add_record(rec)
+            log.info(
+                "call",
+                call_id=rec.call_id,
+                queue=rec.queue,
+                agent=rec.agent,
+                outcome=rec.outcome.value,
+                tta_s=round(rec.time_to_answer_s, 1) if rec.time_to_answer_s is not None else None,
+                talk_s=round(rec.talk_s, 1) if rec.talk_s is not None else None,
+                hangup_by=rec.hangup_by.value,
+                violations=list(rec.violations),
+                partial=rec.partial,
+            )
+        elif isinstance(out, CallOffered | CallAnswered | HoldStarted | TransferMade):
+            self._note_open(out.call_id)
+        elif isinstance(out, AgentStateChanged):
+            self._agent_states.extend(agent_intervals(out))
+        elif isinstance(out, LiveViolation):
+            self.board.add_live_violation(out)
+            log.warning("live_violation", rule=out.rule, call_id=out.call_id, agent=out.agent, value=out.value)
+        self.hub.publish(live_message(out))
 
 
 def agent_intervals(change: AgentStateChanged) -> tuple[AgentStateInterval, AgentStateInterval]:

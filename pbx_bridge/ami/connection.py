@@ -12,7 +12,10 @@ login, action futures) and replace the rest:
   ``Message`` objects; responses, list events carrying an ``ActionID`` and the few events the
   Manager needs (``FullyBooted``, ``Shutdown``) are handed to panoramisk as usual. Nothing
   raises out of ``data_received`` (an exception there would drop the connection and the rest
-  of the chunk).
+  of the chunk). Events the engine reads by name only (:data:`SKIM_EVENTS`: dialplan noise,
+  ``VarSet`` except ``MIXMONITOR_FILENAME``) are *skimmed*: their frames carry only ``Event``
+  and ``Timestamp``, which is all the consumer reads of them (decoder, per-name event counts,
+  engine), and about half of a real PBX's stream skips the cost of a header dictionary.
 * One consumer (the daemon) reads the queue in order. When the queue is full, events are
   dropped and counted; a :class:`Gap` marker then tells the engine its open calls are partial.
 * A watchdog pings every ``ping_interval_s`` with a deadline and aborts the transport of a
@@ -40,12 +43,18 @@ from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
 from pbx_bridge.ami.frames import Banner, Frame, FrameParser
+from pbx_bridge.engine.tracker import NAME_ONLY_EVENTS, NAME_ONLY_UNLESS
 from pbx_bridge.errors import AmiLoginError, AmiTimeout
 
 log = structlog.get_logger(__name__)
 
 # Events panoramisk's Manager itself reacts to (awaiting actions, Shutdown handling).
 _MANAGER_EVENTS = frozenset({"FullyBooted", "Shutdown"})
+# Action-list events the protocol gathers into a Resync / QueueMembers item.
+_LIST_EVENTS = frozenset({"CoreShowChannel", "CoreShowChannelsComplete", "QueueMember", "QueueStatusComplete"})
+# Events whose frames need only Event and Timestamp (the Manager's own events are parsed in full).
+SKIM_EVENTS = NAME_ONLY_EVENTS - _MANAGER_EVENTS
+SKIM_UNLESS = NAME_ONLY_UNLESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,14 +66,20 @@ class Gap:
 
 @dataclass(frozen=True, slots=True)
 class Resync:
-    """What Asterisk reports right after a (re)login: channels up, queue members, wall-clock time."""
+    """The channels Asterisk reports as up (CoreShowChannels), in stream order, with the wall clock."""
 
     uniqueids: frozenset[str]
     ts: float
-    members: tuple[dict[str, str], ...] = ()
 
 
-QueueItem = list[Frame | Banner] | Gap | Resync
+@dataclass(frozen=True, slots=True)
+class QueueMembers:
+    """Queue members as QueueStatus reports them, each in the shape of a QueueMemberStatus event."""
+
+    members: tuple[dict[str, str], ...]
+
+
+QueueItem = list[Frame | Banner] | Gap | Resync | QueueMembers
 
 
 @dataclass(slots=True)
@@ -105,7 +120,7 @@ class EventSink:
         self.pending += len(frames)
         self.queue.put_nowait(frames)
 
-    def put(self, item: Gap | Resync) -> None:
+    def put(self, item: Gap | Resync | QueueMembers) -> None:
         self.queue.put_nowait(item)
 
     async def get(self) -> QueueItem:
@@ -130,34 +145,70 @@ class BridgeProtocol(AMIProtocol):  # type: ignore[misc]
     def __init__(self, sink: EventSink, max_frame_bytes: int) -> None:
         super().__init__()
         self._sink = sink
-        self._parser = FrameParser(max_frame_bytes=max_frame_bytes)
+        self._parser = self._new_parser(max_frame_bytes)
+
+    @staticmethod
+    def _new_parser(max_frame_bytes: int) -> FrameParser:
+        return FrameParser(max_frame_bytes=max_frame_bytes, skim=SKIM_EVENTS, skim_unless=SKIM_UNLESS)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._parser = FrameParser(max_frame_bytes=self._parser.max_frame_bytes)
+        self._parser = self._new_parser(self._parser.max_frame_bytes)
+        self._channels: list[str] = []
+        self._members: list[dict[str, str]] = []
+
+    def _collect_list(self, event: str, h: dict[str, str], batch: list[Frame | Banner]) -> list[Frame | Banner]:
+        """Gather CoreShowChannels / QueueStatus lists; hand each over where it completes.
+
+        The snapshot is put in the queue at the point of the stream where Asterisk finished
+        it, after the events before it and before the events after it. A call that starts
+        after the list was taken is then never closed by it.
+        """
+        if event == "CoreShowChannel":
+            if uid := h.get("Uniqueid"):
+                self._channels.append(uid)
+            return batch
+        if event == "QueueMember":
+            self._members.append(_member(h))
+            return batch
+        if batch:
+            self._sink.put_frames(batch)
+        if event == "CoreShowChannelsComplete":
+            self._sink.put(Resync(frozenset(self._channels), time.time()))
+            self._channels = []
+        else:  # QueueStatusComplete
+            self._sink.put(QueueMembers(tuple(self._members)))
+            self._members = []
+        return []
 
     def data_received(self, data: bytes) -> None:
         counters = self._sink.counters
+        frames = 0
         try:
-            errors_before = self._parser.stats.errors
-            items = self._parser.feed(data)
-            counters.parse_errors += self._parser.stats.errors - errors_before
+            parser = self._parser
+            errors_before = parser.stats.errors
+            items = parser.feed(data)
+            counters.parse_errors += parser.stats.errors - errors_before
             if not items:
                 return
             counters.last_frame_at = time.monotonic()
             batch: list[Frame | Banner] = []
+            append = batch.append
             for item in items:
                 if isinstance(item, Banner):
                     self.version = item.version
-                    batch.append(item)
+                    append(item)
                     continue
                 h = item.headers
                 event = h.get("Event")
                 if event is None or "ActionID" in h:
+                    if event in _LIST_EVENTS:
+                        batch = self._collect_list(event, h, batch)
+                        append = batch.append
                     self.handle_message(Message(h))  # responses and action lists: futures
                     continue
-                counters.frames += 1
-                batch.append(item)
+                frames += 1
+                append(item)
                 if event in _MANAGER_EVENTS:
                     self.handle_message(Message(h))
             if batch:
@@ -166,6 +217,8 @@ class BridgeProtocol(AMIProtocol):  # type: ignore[misc]
             counters.protocol_errors += 1
             counters.last_error = repr(exc)
             log.exception("ami_protocol_error")
+        finally:
+            counters.frames += frames
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,23 +379,14 @@ class AmiClient:
         self._delay = min(self._delay * 2, self.options.reconnect_max_s)
 
     async def _resync(self) -> None:
-        try:
-            replies = await self.action({"Action": "CoreShowChannels"})
-        except AmiTimeout as exc:
-            log.warning("ami_resync_failed", error=str(exc))
-            return
-        uniqueids = frozenset(
-            m.get("Uniqueid") for m in _as_list(replies) if m.get("Event") == "CoreShowChannel" and m.get("Uniqueid")
-        )
-        members: tuple[dict[str, str], ...] = ()
-        try:
-            status = await self.action({"Action": "QueueStatus"})
-            members = tuple(_member(m) for m in _as_list(status) if m.get("Event") == "QueueMember")
-        except AmiTimeout as exc:  # agent states then wait for the next QueueMember* event
-            log.warning("ami_queue_status_failed", error=str(exc))
-        self.sink.put(Resync(uniqueids, self._clock(), members))
-        log.info("ami_resynced", channels=len(uniqueids), members=len(members))
-
+        """Ask for the channels up and the queue members; the protocol queues the answers in order."""
+        for action in ("CoreShowChannels", "QueueStatus"):
+            try:
+                await self.action({"Action": action})
+            except AmiTimeout as exc:  # agent states then wait for the next QueueMember* event
+                log.warning("ami_resync_failed", action=action, error=str(exc))
+                continue
+        log.info("ami_resynced")
 
 def _member(m: Any) -> dict[str, str]:
     """A QueueStatus ``QueueMember`` entry in the shape of a ``QueueMemberStatus`` event."""

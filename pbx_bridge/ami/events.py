@@ -13,11 +13,8 @@ from typing import Any
 
 from pbx_bridge.ami.frames import Banner, Frame
 
+# Values Asterisk writes for "none": read as None (the tracker's fast path reads them too).
 _UNKNOWN = ("", "<unknown>")
-
-
-def _clean(value: str | None) -> str | None:
-    return None if value is None or value in _UNKNOWN else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,21 +33,48 @@ class Snapshot:
 
     @classmethod
     def from_headers(cls, h: Mapping[str, str], prefix: str = "") -> Snapshot | None:
-        uniqueid = h.get(prefix + "Uniqueid")
+        # Called for many events: header names are built once per prefix, the _UNKNOWN test inlined.
+        keys = _SNAPSHOT_KEYS.get(prefix) or _snapshot_keys(prefix)
+        get = h.get
+        uniqueid = get(keys[0])
         if not uniqueid:
             return None
-        state = h.get(prefix + "ChannelState", "")
+        state = get(keys[3], "")
+        num = get(keys[4])
+        name = get(keys[5])
+        connected = get(keys[6])
+        context = get(keys[7])
+        exten = get(keys[8])
         return cls(
-            uniqueid=uniqueid,
-            linkedid=h.get(prefix + "Linkedid") or uniqueid,
-            channel=h.get(prefix + "Channel", ""),
-            state=int(state) if state.isdigit() else None,
-            caller_num=_clean(h.get(prefix + "CallerIDNum")),
-            caller_name=_clean(h.get(prefix + "CallerIDName")),
-            connected_num=_clean(h.get(prefix + "ConnectedLineNum")),
-            context=_clean(h.get(prefix + "Context")),
-            exten=_clean(h.get(prefix + "Exten")),
+            uniqueid,
+            get(keys[1]) or uniqueid,
+            get(keys[2], ""),
+            int(state) if state.isdigit() else None,
+            None if num is None or num in _UNKNOWN else num,
+            None if name is None or name in _UNKNOWN else name,
+            None if connected is None or connected in _UNKNOWN else connected,
+            None if context is None or context in _UNKNOWN else context,
+            None if exten is None or exten in _UNKNOWN else exten,
         )
+
+
+_SNAPSHOT_FIELDS = (
+    "Uniqueid",
+    "Linkedid",
+    "Channel",
+    "ChannelState",
+    "CallerIDNum",
+    "CallerIDName",
+    "ConnectedLineNum",
+    "Context",
+    "Exten",
+)
+_SNAPSHOT_KEYS: dict[str, tuple[str, ...]] = {"": _SNAPSHOT_FIELDS}
+
+
+def _snapshot_keys(prefix: str) -> tuple[str, ...]:
+    keys = _SNAPSHOT_KEYS[prefix] = tuple(prefix + k for k in _SNAPSHOT_FIELDS)
+    return keys
 
 
 class _Lazy:
@@ -58,6 +82,7 @@ class _Lazy:
 
 
 _LAZY: Any = _Lazy()
+_new_object = object.__new__
 
 
 class AmiEvent:
@@ -94,6 +119,11 @@ class AmiEvent:
         return self._chan
 
     @property
+    def chan_parsed(self) -> bool:
+        """Whether ``chan`` is known already (given, or parsed); until then it comes from ``headers``."""
+        return self._chan is not _LAZY
+
+    @property
     def dest(self) -> Snapshot | None:
         if self._dest is _LAZY:
             self._dest = Snapshot.from_headers(self.headers, "Dest")
@@ -101,7 +131,8 @@ class AmiEvent:
 
     def get(self, key: str) -> str | None:
         """A header's value, ``None`` when absent, empty or ``<unknown>``."""
-        return _clean(self.headers.get(key))
+        value = self.headers.get(key)
+        return None if value is None or value in _UNKNOWN else value
 
     def __repr__(self) -> str:
         return f"AmiEvent({self.name!r}, ts={self.ts!r}, headers={dict(self.headers)!r})"
@@ -115,6 +146,11 @@ class StreamStart:
     version: str
 
 
+_MIN_EPOCH = 0.0
+_MAX_EPOCH = 4_102_444_800.0  # 2100-01-01
+_BAD_TS = float("nan")
+
+
 @dataclass(slots=True)
 class EventDecoder:
     """Turns frames into typed events, carrying the stream's clock across unstamped events.
@@ -126,10 +162,11 @@ class EventDecoder:
 
     last_ts: float = 0.0
     unstamped: int = 0
+    bad_timestamps: int = 0
     responses: int = 0
 
     def decode(self, item: Frame | Banner, fallback_clock: float | None = None) -> AmiEvent | StreamStart | None:
-        if isinstance(item, Banner):
+        if type(item) is not Frame and isinstance(item, Banner):
             return StreamStart(self.last_ts, item.version)
         h = item.headers
         name = h.get("Event")
@@ -137,18 +174,29 @@ class EventDecoder:
             self.responses += 1
             return None
         raw_ts = h.get("Timestamp")
-        stamped = False
-        ts = self.last_ts
         if raw_ts:
             try:
                 ts = float(raw_ts)
-                stamped = True
             except ValueError:
-                pass
-        if stamped:
-            self.last_ts = max(self.last_ts, ts)
-        else:
-            self.unstamped += 1
-            if not self.last_ts and fallback_clock is not None:
-                ts = fallback_clock
-        return AmiEvent(name, ts, headers=h, stamped=stamped)
+                ts = _BAD_TS
+            if not _MIN_EPOCH < ts < _MAX_EPOCH:  # also false for NaN
+                # inf, nan, 1e20: no real Asterisk clock; such a time would break every
+                # duration and date computed from it. Counted, and the stream's clock used.
+                self.bad_timestamps += 1
+            else:  # the usual case: one float() and one comparison per event
+                if ts > self.last_ts:  # noqa: PLR1730 - max() costs a call on every event
+                    self.last_ts = ts
+                # AmiEvent(name, ts, headers=h), without the keyword-argument call (once per event).
+                event: AmiEvent = _new_object(AmiEvent)
+                event.name = name
+                event.ts = ts
+                event.headers = h
+                event.stamped = True
+                event._chan = _LAZY
+                event._dest = _LAZY
+                return event
+        ts = self.last_ts
+        self.unstamped += 1
+        if not ts and fallback_clock is not None:
+            ts = fallback_clock
+        return AmiEvent(name, ts, headers=h, stamped=False)

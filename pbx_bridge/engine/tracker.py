@@ -41,10 +41,10 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pbx_bridge.ami.events import AmiEvent, Snapshot, StreamStart
+from pbx_bridge.ami.events import _UNKNOWN, AmiEvent, Snapshot, StreamStart
 from pbx_bridge.engine.live import Floor
 from pbx_bridge.engine.model import (
     AgentRinging,
@@ -110,6 +110,11 @@ IGNORED_EVENTS = frozenset(
         "ChanSpyStop",
     }
 )
+# What the AMI edge may skim (``FrameParser(skim=…)``): events this tracker reads by name only,
+# and ``VarSet``, of which it reads only the recording variable — a ``VarSet`` carrying that
+# name is parsed in full.
+NAME_ONLY_EVENTS = IGNORED_EVENTS | {"VarSet"}
+NAME_ONLY_UNLESS = (RECORDING_VARIABLE.encode("ascii"),)
 TOMBSTONES = 20_000
 RECENT_BRIDGES = 2_000
 LIVE_CHECK_EVERY_S = 1.0
@@ -171,7 +176,8 @@ def device_of(channel: str) -> str:
     """``PJSIP/1003-00000011`` → ``PJSIP/1003``; ``Local/1004@agents-00000000;1`` → ``Local/1004@agents``."""
     name = channel.split(";", 1)[0]
     head, sep, tail = name.rpartition("-")
-    if sep and tail and all(ch in "0123456789abcdef" for ch in tail.lower()):
+    # All hex digits: stripping them leaves nothing (the same test as all(c in hexdigits), in C).
+    if sep and tail and not tail.lower().strip("0123456789abcdef"):
         return head
     return name
 
@@ -272,6 +278,8 @@ class Call:
     connected_seq: int = -1  # event sequence number when the customer was last bridged with an agent
     recording: str | None = None
     live_raised: set[str] = field(default_factory=set)
+    hours_key: tuple[str | None, float] | None = None  # (queue, arrived) ``in_hours`` was computed for
+    in_hours: bool = True
 
     @property
     def parties(self) -> tuple[str | None, str | None, str | None]:
@@ -329,6 +337,7 @@ class CallTracker:
         self._bridges: dict[str, Bridge] = {}
         self._old_bridges: OrderedDict[str, Bridge] = OrderedDict()
         self._gone: OrderedDict[str, None] = OrderedDict()  # channels of finished calls
+        self._finished: OrderedDict[str, None] = OrderedDict()  # linkedids of finished calls
         self._used_ids: OrderedDict[str, None] = OrderedDict()
         self._seq = 0
         self._now = 0.0
@@ -383,20 +392,25 @@ class CallTracker:
                 for call in self._calls.values():
                     call.partial = True
             return out
-        self.stats.events += 1
-        self._now = max(self._now, item.ts)
+        stats = self.stats
+        stats.events += 1
+        # Only Asterisk's own stamps move the clock: an unstamped event carries a guess (the
+        # bridge's clock right after login), which may be far from the PBX's.
+        if item.stamped and item.ts > self._now:
+            self._now = item.ts
         name = item.name
         if name in IGNORED_EVENTS:
             return out
         handler = self._handlers.get(name)
         if handler is None:
-            self.stats.unhandled[name] = self.stats.unhandled.get(name, 0) + 1
+            stats.unhandled[name] = stats.unhandled.get(name, 0) + 1
             return out
         self._seq += 1
         handler(item)
-        if self._now >= self._next_live_check:
-            self._next_live_check = self._now + LIVE_CHECK_EVERY_S
-            self._check_live(self._now)
+        now = self._now
+        if now >= self._next_live_check:
+            self._next_live_check = now + LIVE_CHECK_EVERY_S
+            self._check_live(now)
         return out
 
     def tick(self, now: float) -> list[Output]:
@@ -428,8 +442,7 @@ class CallTracker:
         call = self._calls.get(call_id)
         if call is None:
             return None
-        record = self._record(call, self._now)
-        return replace(record, partial=True)
+        return self._record(call, self._now, partial=True)
 
     @property
     def open_calls(self) -> list[Call]:
@@ -442,6 +455,26 @@ class CallTracker:
     # ------------------------------------------------------------------ channels and calls
 
     def _chan(self, ev: AmiEvent, snap: Snapshot | None = None, born: bool = False) -> Chan | None:
+        if snap is None and not ev.chan_parsed:
+            # Most events name a channel already tracked: refresh it straight from the headers
+            # (the fields Snapshot.from_headers reads, read the same way) without a Snapshot.
+            h = ev.headers
+            uid = h.get("Uniqueid")
+            if not uid:
+                return None
+            ch = self._chans.get(uid)
+            if ch is not None:
+                state = h.get("ChannelState", "")
+                name = h.get("CallerIDName")
+                num = h.get("CallerIDNum")
+                return self._refresh(
+                    ch,
+                    h.get("Linkedid") or uid,
+                    int(state) if state.isdigit() else None,
+                    h.get("Channel", ""),
+                    None if name is None or name in _UNKNOWN else name,
+                    None if num is None or num in _UNKNOWN else num,
+                )
         snap = snap or ev.chan
         if snap is None:
             return None
@@ -449,17 +482,34 @@ class CallTracker:
         if ch is None:
             if snap.uniqueid in self._gone:
                 return None
+            if not born and snap.linkedid in self._finished:
+                # A leg of a call that has ended (first seen after it ended, e.g. behind a gap):
+                # it must not start a second record of the same call.
+                self.stats.count_unplaced("event of a finished call")
+                return None
             return self._new_chan(snap, ev.ts, born)
-        if snap.linkedid != ch.linkedid:
-            self._relink(ch, snap.linkedid)
-        if snap.state is not None:
-            ch.state = snap.state
-        if snap.channel and snap.channel != ch.name:
-            self._rename(ch, snap.channel)
-        if snap.caller_name is not None:
-            ch.caller_name = snap.caller_name
-        if snap.caller_num is not None:
-            ch.caller_num = snap.caller_num
+        return self._refresh(ch, snap.linkedid, snap.state, snap.channel, snap.caller_name, snap.caller_num)
+
+    def _refresh(  # noqa: PLR0917 - once per event: positional arguments are the cheap call
+        self,
+        ch: Chan,
+        linkedid: str,
+        state: int | None,
+        channel: str,
+        caller_name: str | None,
+        caller_num: str | None,
+    ) -> Chan:
+        """Apply what an event says of a channel already tracked."""
+        if linkedid != ch.linkedid:
+            self._relink(ch, linkedid)
+        if state is not None:
+            ch.state = state
+        if channel and channel != ch.name:
+            self._rename(ch, channel)
+        if caller_name is not None:
+            ch.caller_name = caller_name
+        if caller_num is not None:
+            ch.caller_num = caller_num
         return ch
 
     def _new_chan(self, snap: Snapshot, ts: float, born: bool) -> Chan:
@@ -1134,6 +1184,7 @@ class CallTracker:
     def _finish(self, call: Call, ts: float) -> None:
         if call.phase is Phase.ENDED:
             return
+        ts = max(ts, call.arrived, call.answered or call.arrived)  # an end never before the call's own times
         self._move(call, Trigger.END)
         for uid in list(call.holds_open):
             self._close_hold(call, uid, ts, ended_call=True)
@@ -1142,12 +1193,15 @@ class CallTracker:
         for lid in call.linkedids:
             if self._calls_by_lid.get(lid) is call:
                 del self._calls_by_lid[lid]
+            self._finished[lid] = None
+        while len(self._finished) > TOMBSTONES:
+            self._finished.popitem(last=False)
         self._calls.pop(call.call_id, None)
         self.floor.call_ended(call.call_id)
         self.stats.calls_ended += 1
         self._out.append(CallEnded(self._record(call, ts)))
 
-    def _record(self, call: Call, ended: float) -> CallRecord:
+    def _record(self, call: Call, ended: float, partial: bool | None = None) -> CallRecord:
         policy = self.policies.for_queue(call.queue)
         direction = call.direction
         inbound = direction is Direction.INBOUND
@@ -1176,7 +1230,7 @@ class CallTracker:
             and call.connected_seq <= last.seq
             and hangup_by is not HangupBy.SYSTEM
         )
-        in_hours = self._is_open is None or self._is_open(call.queue, call.arrived)
+        in_hours = self._in_hours(call)
         holds = tuple(sorted(call.holds, key=lambda h: h.start))
         violations, notices = judge(
             policy,
@@ -1220,10 +1274,20 @@ class CallTracker:
             recording=call.recording,
             violations=violations,
             notices=notices,
-            partial=call.partial,
+            partial=call.partial if partial is None else partial,
             picked_up_by=call.picked_up_by,
             linkedids=tuple(sorted(call.linkedids)),
         )
+
+    def _in_hours(self, call: Call) -> bool:
+        """Whether the call arrived in service hours; kept per call (drafts ask again and again)."""
+        if self._is_open is None:
+            return True
+        key = (call.queue, call.arrived)
+        if call.hours_key != key:
+            call.hours_key = key
+            call.in_hours = self._is_open(call.queue, call.arrived)
+        return call.in_hours
 
     @staticmethod
     def _hangup_by(call: Call) -> HangupBy:
