@@ -12,7 +12,6 @@ import contextlib
 import gc
 import json
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -29,6 +28,7 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+from tooling import find_tool
 
 from pbx_bridge.ami.events import EventDecoder
 from pbx_bridge.ami.frames import Frame
@@ -447,18 +447,11 @@ async def end_process(proc: asyncio.subprocess.Process, sig: int = signal.SIGTER
 
 # ----------------------------------------------------------------------------- mosquitto
 
-SBIN = Path("/usr/sbin")
 
 
 def find_mosquitto() -> str:
-    """Debian's broker; when it is missing, skip the test, or fail it under CI (as tests/mqtt does)."""
-    path = shutil.which("mosquitto") or shutil.which("mosquitto", path=str(SBIN))
-    if path is not None:
-        return path
-    message = "mosquitto not found: install Debian's mosquitto package (apt-get install -y mosquitto)"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    """Debian's broker (skip without it, or fail under CI)."""
+    return find_tool("mosquitto", "mosquitto")
 
 
 class FaultBroker:

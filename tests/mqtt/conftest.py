@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -12,23 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# Debian installs the broker in /usr/sbin, which is not on every user's PATH.
-SBIN = Path("/usr/sbin")
-
-
-def find_tool(name: str, package: str) -> str:
-    """Path of the command ``name``; when it is missing, skip the test, or fail it under CI.
-
-    CI must run these tests, so there a missing broker is a broken setup, not a reason to skip.
-    """
-    path = shutil.which(name) or shutil.which(name, path=str(SBIN))
-    if path is not None:
-        return path
-    message = f"{name} not found: install Debian's {package} package (apt-get install -y {package})"
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+from tooling import find_tool
 
 
 def free_port() -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from tooling import missing
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, ViewportSize
@@ -25,21 +26,14 @@ ARTIFACTS = REPO / "test-artifacts"  # git-ignored: screenshots to look at
 VIEWPORT: ViewportSize = {"width": 1920, "height": 1080}  # the floor TV
 
 
-def _missing(message: str) -> None:
-    """Skip, or fail under CI: there a missing browser is a broken setup, not a reason to skip."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def require_chromium() -> str:
     """Path of Debian's chromium; skip the test without it (fail it when ``CI=true``)."""
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        _missing("the playwright package is not installed: pip install -e '.[test]'")
+        missing("the playwright package is not installed: pip install -e '.[test]'")
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
-        _missing(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install -y chromium)")
+        missing(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install -y chromium)")
     return CHROMIUM
 
 
