@@ -43,6 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", type=Path, help="store directory (default: a fresh temporary one)")
     demo.add_argument("--log-level", default="INFO")
 
+    bench = sub.add_parser("bench", help="measure throughput, latency, memory and replay speed on this machine")
+    bench.add_argument("--events", type=int, help="events per throughput run (default 150000)")
+    bench.add_argument("--calls", type=int, help="finished calls for the memory curve (default 1000000)")
+    bench.add_argument("--repeat", type=int, help="runs per throughput mode; medians are printed (default 5)")
+    bench.add_argument("--rate", type=float, help="latency runs: events/s the sender paces at (default 10000)")
+    bench.add_argument("--latency-s", type=float, help="latency runs: seconds of traffic each (default 5)")
+    bench.add_argument("--agents", type=int, help="agents of the generated centre (default 500)")
+    bench.add_argument("--calls-per-hour", type=float, help="its arrival rate (default 4000)")
+    bench.add_argument("--hours", type=float, help="length of the replayed day (default 8)")
+    bench.add_argument("--seed", type=int, help="generator seed (default 1)")
+    bench.add_argument("--sections", help="comma-separated subset of parsers,throughput,latency,replay,memory")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run (its figures mean nothing)")
+
     qa_cli.add_parsers(sub)
     return ap
 
@@ -102,7 +115,17 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"replay": cmd_replay, "run": cmd_run, "demo": cmd_demo, **qa_cli.COMMANDS}
+def cmd_bench(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from pbx_bridge.bench import BenchOptions, run_bench
+
+    fields = BenchOptions.__dataclass_fields__
+    given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return asyncio.run(run_bench(BenchOptions(**given)))
+
+
+COMMANDS = {"replay": cmd_replay, "run": cmd_run, "demo": cmd_demo, "bench": cmd_bench, **qa_cli.COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

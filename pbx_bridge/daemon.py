@@ -159,6 +159,7 @@ class Daemon:
         self._markers: dict[str, Any] = {}
         self._agent_states: list[AgentStateInterval] = []
         self._seen_events: set[str] = set()
+        self._open_dirty: set[str] = set()
         self._hangups_seen = 0
         self._events_checked = False
 
@@ -382,6 +383,9 @@ class Daemon:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
+            dirty, self._open_dirty = self._open_dirty, set()
+            for call_id in dirty:
+                self._note_open(call_id)  # a call that ended meanwhile has no draft: skipped
             states, self._agent_states = self._agent_states, []
             for interval in states:
                 try:
@@ -418,8 +422,12 @@ class Daemon:
                 violations=list(rec.violations),
                 partial=rec.partial,
             )
-        elif isinstance(out, CallOffered | CallAnswered | HoldStarted | TransferMade):
-            self._note_open(out.call_id)
+        elif isinstance(out, CallOffered):
+            self._note_open(out.call_id)  # at once: a crash from here on must not lose the call
+        elif isinstance(out, CallAnswered | HoldStarted | TransferMade):
+            # Refreshed once a second by the ticker, not per event: a draft record is the
+            # costliest thing on the event path.
+            self._open_dirty.add(out.call_id)
         elif isinstance(out, AgentStateChanged):
             self._agent_states.extend(agent_intervals(out))
         elif isinstance(out, LiveViolation):

@@ -388,6 +388,7 @@ class AmiClient:
                 continue
         log.info("ami_resynced")
 
+
 def _member(m: Any) -> dict[str, str]:
     """A QueueStatus ``QueueMember`` entry in the shape of a ``QueueMemberStatus`` event."""
     headers = {str(k): str(v) for k, v in dict(m).items()}
