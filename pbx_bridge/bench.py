@@ -722,11 +722,11 @@ def _rss_kib() -> int:
 
 
 def _trace(name: str) -> Path:
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "tests" / "fixtures" / "traces" / name, Path("/work/shared/traces") / name):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(f"{name}: the real capture the memory template is taken from")
+    """A real capture from the repository's test fixtures (the bench runs from a checkout)."""
+    path = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "traces" / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the real capture the memory template is taken from")
+    return path
 
 
 def call_template() -> Template:
