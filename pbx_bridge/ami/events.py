@@ -14,7 +14,7 @@ from typing import Any
 from pbx_bridge.ami.frames import Banner, Frame
 
 # Values Asterisk writes for "none": read as None (the tracker's fast path reads them too).
-_UNKNOWN = ("", "<unknown>")
+UNKNOWN_VALUES = ("", "<unknown>")  # what Asterisk sends for "no value"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ class Snapshot:
 
     @classmethod
     def from_headers(cls, h: Mapping[str, str], prefix: str = "") -> Snapshot | None:
-        # Called for many events: header names are built once per prefix, the _UNKNOWN test inlined.
+        # Called for many events: header names are built once per prefix, the UNKNOWN_VALUES test inlined.
         keys = _SNAPSHOT_KEYS.get(prefix) or _snapshot_keys(prefix)
         get = h.get
         uniqueid = get(keys[0])
@@ -50,11 +50,11 @@ class Snapshot:
             get(keys[1]) or uniqueid,
             get(keys[2], ""),
             int(state) if state.isdigit() else None,
-            None if num is None or num in _UNKNOWN else num,
-            None if name is None or name in _UNKNOWN else name,
-            None if connected is None or connected in _UNKNOWN else connected,
-            None if context is None or context in _UNKNOWN else context,
-            None if exten is None or exten in _UNKNOWN else exten,
+            None if num is None or num in UNKNOWN_VALUES else num,
+            None if name is None or name in UNKNOWN_VALUES else name,
+            None if connected is None or connected in UNKNOWN_VALUES else connected,
+            None if context is None or context in UNKNOWN_VALUES else context,
+            None if exten is None or exten in UNKNOWN_VALUES else exten,
         )
 
 
@@ -82,7 +82,6 @@ class _Lazy:
 
 
 _LAZY: Any = _Lazy()
-_new_object = object.__new__
 
 
 class AmiEvent:
@@ -132,7 +131,7 @@ class AmiEvent:
     def get(self, key: str) -> str | None:
         """A header's value, ``None`` when absent, empty or ``<unknown>``."""
         value = self.headers.get(key)
-        return None if value is None or value in _UNKNOWN else value
+        return None if value is None or value in UNKNOWN_VALUES else value
 
     def __repr__(self) -> str:
         return f"AmiEvent({self.name!r}, ts={self.ts!r}, headers={dict(self.headers)!r})"
@@ -186,15 +185,7 @@ class EventDecoder:
             else:  # the usual case: one float() and one comparison per event
                 if ts > self.last_ts:  # noqa: PLR1730 - max() costs a call on every event
                     self.last_ts = ts
-                # AmiEvent(name, ts, headers=h), without the keyword-argument call (once per event).
-                event: AmiEvent = _new_object(AmiEvent)
-                event.name = name
-                event.ts = ts
-                event.headers = h
-                event.stamped = True
-                event._chan = _LAZY
-                event._dest = _LAZY
-                return event
+                return AmiEvent(name, ts, headers=h)
         ts = self.last_ts
         self.unstamped += 1
         if not ts and fallback_clock is not None:

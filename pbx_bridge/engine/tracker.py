@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from pbx_bridge.ami.events import _UNKNOWN, AmiEvent, Snapshot, StreamStart
+from pbx_bridge.ami.events import UNKNOWN_VALUES, AmiEvent, Snapshot, StreamStart
 from pbx_bridge.engine.live import Floor
 from pbx_bridge.engine.model import (
     AgentRinging,
@@ -472,8 +472,8 @@ class CallTracker:
                     h.get("Linkedid") or uid,
                     int(state) if state.isdigit() else None,
                     h.get("Channel", ""),
-                    None if name is None or name in _UNKNOWN else name,
-                    None if num is None or num in _UNKNOWN else num,
+                    None if name is None or name in UNKNOWN_VALUES else name,
+                    None if num is None or num in UNKNOWN_VALUES else num,
                 )
         snap = snap or ev.chan
         if snap is None:
