@@ -20,7 +20,7 @@ from pbx_bridge.ami.connection import AmiCounters
 from pbx_bridge.board import ALL_QUEUES, NO_QUEUE, Board
 from pbx_bridge.engine import rules
 from pbx_bridge.engine.live import AgentState
-from pbx_bridge.engine.model import CallEnded, Output
+from pbx_bridge.engine.model import AgentStateChanged, CallEnded, CallOffered, Outcome, Output
 from pbx_bridge.engine.tracker import CallTracker
 
 TTA_BUCKETS = (3.0, 6.0, 9.0, 12.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -73,12 +73,28 @@ class BridgeMetrics:
         self.hold = Histogram("pbx_bridge_hold_seconds", "Each hold", ["queue"], buckets=HOLD_BUCKETS, registry=r)
         self.talk = Histogram("pbx_bridge_talk_seconds", "Answer to end", ["queue"], buckets=TALK_BUCKETS, registry=r)
         self._seen = {"dropped": 0, "parse_errors": 0, "reconnects": 0}
+        self._queues: set[str] = set()
+
+    def ensure_queue(self, queue: str) -> None:
+        """Create a queue's series at zero, so rate()/increase() see its first call or breach."""
+        if queue in self._queues:
+            return
+        self._queues.add(queue)
+        for outcome in Outcome:
+            self.calls.labels(queue, outcome.value)
+        for rule in rules.PER_CALL:
+            self.violations.labels(queue, rule)
+        for histogram in (self.tta, self.hold, self.talk):
+            histogram.labels(queue)
 
     def observe(self, out: Output) -> None:
         """Count one engine output."""
-        if isinstance(out, CallEnded):
+        if isinstance(out, CallOffered | AgentStateChanged):
+            self.ensure_queue(out.queue or NO_QUEUE)
+        elif isinstance(out, CallEnded):
             rec = out.record
             queue = rec.queue or NO_QUEUE
+            self.ensure_queue(queue)
             self.calls.labels(queue, rec.outcome.value).inc()
             for rule in rec.violations:
                 self.violations.labels(queue, rule).inc()
