@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from typing import NoReturn
 
 import pytest
@@ -29,3 +30,11 @@ def find_tool(name: str, package: str) -> str:
     if path is None:
         missing(f"{name} not found: install Debian's {package} package (apt-get install -y {package})")
     return path
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now on 127.0.0.1 (a server binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import socket
 import sys
 import urllib.request
+
+from tooling import free_port
 
 FAMILIES = (
     "pbx_bridge_calls_total",
@@ -28,12 +29,6 @@ FAMILIES = (
     "pbx_bridge_ami_connected",
     "pbx_bridge_last_event_age_seconds",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def scrape(port: int) -> str | None:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import sys
 import urllib.request
@@ -14,18 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from daemon_support import SECRET, USER
+from tooling import free_port
 
 from pbx_bridge.emulator import AmiEmulator
 from pbx_bridge.emulator.replay import read_capture
 from pbx_bridge.service import SQLITE_FILE
 
 TRACES = Path(__file__).parent.parent / "fixtures" / "traces"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def start(emu_port: int, http_port: int, data: Path) -> asyncio.subprocess.Process:

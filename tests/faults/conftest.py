@@ -6,7 +6,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from faults_support import SECRET, USER, FaultBroker, find_mosquitto
+from faults_support import SECRET, USER, find_mosquitto
+from mosquitto_broker import Broker
 
 from pbx_bridge.emulator import AmiEmulator
 
@@ -22,9 +23,9 @@ async def emulator() -> AsyncIterator[AmiEmulator]:
 
 
 @pytest.fixture
-def fault_broker(tmp_path: Path) -> Iterator[FaultBroker]:
+def fault_broker(tmp_path: Path) -> Iterator[Broker]:
     """A running mosquitto on a free loopback port (skip without it, or fail under CI)."""
-    broker = FaultBroker(find_mosquitto(), tmp_path)
+    broker = Broker(find_mosquitto(), tmp_path)
     try:
         broker.start()
         yield broker

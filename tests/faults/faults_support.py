@@ -13,11 +13,8 @@ import gc
 import json
 import os
 import signal
-import socket
 import sqlite3
-import subprocess
 import sys
-import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field, replace
@@ -397,12 +394,6 @@ def metric(body: str, name: str) -> float:
 # ----------------------------------------------------------------------------- the daemon as a process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def spawn_daemon(ami_port: int, http_port: int, data: Path, log: Path) -> asyncio.subprocess.Process:
     """``python -m pbx_bridge run`` configured through PBX_BRIDGE_* variables; stderr to ``log``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PBX_BRIDGE_")}
@@ -448,63 +439,9 @@ async def end_process(proc: asyncio.subprocess.Process, sig: int = signal.SIGTER
 # ----------------------------------------------------------------------------- mosquitto
 
 
-
 def find_mosquitto() -> str:
     """Debian's broker (skip without it, or fail under CI)."""
     return find_tool("mosquitto", "mosquitto")
-
-
-class FaultBroker:
-    """One mosquitto on a fixed loopback port, to be killed and started again on that port."""
-
-    def __init__(self, exe: str, workdir: Path) -> None:
-        self.exe = exe
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.log = workdir / "mosquitto.log"
-        user = "user root\n" if os.geteuid() == 0 else ""
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n{user}", encoding="utf-8"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 10.0) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen([self.exe, "-c", str(self.conf)], stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                self.proc = None
-                pytest.fail(f"mosquitto exited at start-up:\n{self.log.read_text(errors='replace')}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    pytest.fail(f"mosquitto did not listen on {self.port}:\n{self.log.read_text(errors='replace')}")
-                time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from faults_support import (
-    FaultBroker,
     Feeder,
     MqttWatcher,
     check_reference,
@@ -28,6 +27,7 @@ from faults_support import (
     stored_calls,
     wait_for,
 )
+from mosquitto_broker import Broker
 from structlog.testing import capture_logs
 
 from pbx_bridge.config import MqttSettings
@@ -68,7 +68,7 @@ def desired_state(daemon: Daemon, publisher: MqttPublisher) -> dict[str, bytes]:
 
 
 async def test_broker_down_30_s_loses_no_record_and_restores_retained_state(
-    emulator: AmiEmulator, fault_broker: FaultBroker, tmp_path: Path
+    emulator: AmiEmulator, fault_broker: Broker, tmp_path: Path
 ) -> None:
     """Measuring goes on through the outage; after it every final record arrives and the retained state is right."""
     data = tmp_path / "data"

@@ -23,7 +23,6 @@ from faults_support import (
     check_reference,
     db_file,
     end_process,
-    free_port,
     integrity,
     make_day,
     process_events,
@@ -35,6 +34,7 @@ from faults_support import (
     stored_calls,
     wait_for,
 )
+from tooling import free_port
 
 from pbx_bridge.emulator import AmiEmulator
 

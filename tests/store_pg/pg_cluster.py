@@ -15,13 +15,12 @@ import pwd
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tooling import missing
+from tooling import free_port, missing
 
 SERVER_USER = "postgres"
 SUPERUSER = "postgres"
@@ -80,13 +79,6 @@ def run_as_prefix() -> tuple[list[str], tuple[int, int] | None]:
     if su:
         return [su, SERVER_USER, "-s", "/bin/sh", "-c"], owner
     raise ClusterUnavailable("running as root without runuser or su to become the postgres user")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on (now)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
