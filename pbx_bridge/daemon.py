@@ -208,7 +208,7 @@ class Daemon:
                     tg.create_task(self._consume(), name="consumer")
                     tg.create_task(self._tick(), name="ticker")
                     tg.create_task(self.ami.watchdog(), name="ami-watchdog")
-                    tg.create_task(self._first_login(), name="first-login")
+                    tg.create_task(self.ami.first_login(), name="first-login")  # rejected at start-up: fatal
                     tg.create_task(self.store.run(), name="store-writer")
                     tg.create_task(self._until_stopped(), name="stop")
                     self.started.set()
@@ -237,12 +237,6 @@ class Daemon:
     async def _until_stopped(self) -> None:
         await self.stopping.wait()
         raise _Stop
-
-    async def _first_login(self) -> None:
-        """A rejected login at start-up is fatal; later ones are retried with back-off."""
-        future = self.ami._first_login
-        if future is not None:
-            await future
 
     async def _seed(self) -> None:
         """Today's numbers survive a restart: rebuild them from the store; note calls left open."""

@@ -264,6 +264,15 @@ class AmiClient:
             on_disconnect=self._on_disconnect,
         )
 
+    async def first_login(self) -> None:
+        """Wait for the first login after :meth:`start`.
+
+        Raises:
+            AmiLoginError: Asterisk rejected the credentials.
+        """
+        if self._first_login is not None:
+            await self._first_login
+
     @property
     def counters(self) -> AmiCounters:
         return self.sink.counters

@@ -165,7 +165,7 @@ class EventDecoder:
     responses: int = 0
 
     def decode(self, item: Frame | Banner, fallback_clock: float | None = None) -> AmiEvent | StreamStart | None:
-        if type(item) is not Frame and isinstance(item, Banner):
+        if isinstance(item, Banner):
             return StreamStart(self.last_ts, item.version)
         h = item.headers
         name = h.get("Event")
