@@ -55,6 +55,7 @@ from pbx_bridge.web.app import create_app
 log = structlog.get_logger(__name__)
 
 TICK_S = 1.0
+SNAPSHOT_PER_S = 4  # live snapshots are rebuilt at most this often per second without a change
 EXIT_LOGIN_REJECTED = 3
 # Every answered call produces these. If some never arrive while calls come and go, an AMI
 # eventfilter (or missing read permission) is dropping them, and the measurements are wrong.
@@ -160,16 +161,22 @@ class Daemon:
         self._agent_states: list[AgentStateInterval] = []
         self._seen_events: set[str] = set()
         self._open_dirty: set[str] = set()
+        self._snapshot: tuple[tuple[int, int], dict[str, Any]] | None = None
         self._hangups_seen = 0
         self._events_checked = False
 
     # ------------------------------------------------------------------ views
 
     def snapshot(self) -> dict[str, Any]:
-        snap = self.board.snapshot(self.tracker, self.clock(), connected=self.ami.counters.connected)
-        wb = self.settings.wallboard
-        snap["ui"] = {"lang": wb.lang.value, "title": wb.title, "masked": wb.mask_numbers}
-        return snap
+        """The live snapshot; built once per change and quarter second, however many boards read it."""
+        now = self.clock()
+        key = (self.hub.version, int(now * SNAPSHOT_PER_S))
+        if self._snapshot is None or self._snapshot[0] != key:
+            snap = self.board.snapshot(self.tracker, now, connected=self.ami.counters.connected)
+            wb = self.settings.wallboard
+            snap["ui"] = {"lang": wb.lang.value, "title": wb.title, "masked": wb.mask_numbers}
+            self._snapshot = (key, snap)
+        return self._snapshot[1]
 
     def health(self) -> dict[str, Any]:
         c = self.ami.counters
