@@ -372,8 +372,8 @@ async def test_a_typical_floor_fits_the_tv_without_scrolling(open_board: Any, ar
             await expect(page.locator(".qcard")).to_have_count(4)
             await expect(page.get_by_test_id("unattended-billing")).to_be_visible()
             await _no_scrolling(page)
-            assert await _clipped(page, ".qcard [data-testid], .hold, .agent, .agent-name, .qname") == []
             suffix = "" if lang == "zh-CN" else "-en"
             await page.screenshot(path=str(artifacts / f"wallboard-floor{suffix}.png"))
+            assert await _clipped(page, ".qcard [data-testid], .hold, .agent, .agent-name, .qname") == []
     finally:
         await server.stop()
