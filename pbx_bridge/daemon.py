@@ -68,11 +68,13 @@ CHECK_AFTER_HANGUPS = 200
 class Store(Protocol):
     """What the daemon needs of a call store (SQLite or PostgreSQL)."""
 
+    before_write: Callable[[], None] | None
+
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def run(self) -> None: ...
     async def flush(self, timeout: float = ...) -> bool: ...
-    def submit(self, record: CallRecord, service_day: str) -> None: ...
+    def submit(self, record: CallRecord, service_day: str, document: dict[str, Any] | None = None) -> None: ...
     def mark_open(
         self, call_id: str, arrived_at: float, payload: dict[str, Any], last_seen: float | None = None
     ) -> None: ...
@@ -160,7 +162,8 @@ class Daemon:
         self._markers: dict[str, Any] = {}
         self._agent_states: list[AgentStateInterval] = []
         self._seen_events: set[str] = set()
-        self._open_dirty: set[str] = set()
+        self._open_dirty: set[str] = set()  # open calls whose marker is missing or stale
+        store.before_write = self._mark_open_calls
         self._snapshot: tuple[tuple[int, int], dict[str, Any]] | None = None
         self._hangups_seen = 0
         self._events_checked = False
@@ -359,9 +362,17 @@ class Daemon:
             log.warning("call_closed_after_restart", call_id=call_id)
             self._dispatch([CallEnded(record)])
 
-    def _note_open(self, call_id: str) -> None:
-        draft = self.tracker.draft(call_id)
-        if draft is not None:
+    def _mark_open_calls(self) -> None:
+        """Just before each store write: a fresh marker for every open call that changed.
+
+        The marker goes out with the same write an immediate one would have, and a call that
+        ended meanwhile (its record is in that write) costs no draft at all.
+        """
+        dirty, self._open_dirty = self._open_dirty, set()
+        for call_id in dirty:
+            draft = self.tracker.draft(call_id)
+            if draft is None:  # ended meanwhile
+                continue
             payload = draft.to_dict()
             payload["linkedids"] = list(draft.linkedids)
             self.store.mark_open(call_id, draft.arrived_at, payload, last_seen=draft.ended_at)
@@ -384,9 +395,6 @@ class Daemon:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(TICK_S)
-            dirty, self._open_dirty = self._open_dirty, set()
-            for call_id in dirty:
-                self._note_open(call_id)  # a call that ended meanwhile has no draft: skipped
             states, self._agent_states = self._agent_states, []
             for interval in states:
                 try:
@@ -407,9 +415,11 @@ class Daemon:
     def _deliver(self, out: Output) -> None:
         """Hand one engine output to metrics, the store, the board and the live views."""
         self.metrics.observe(out)
+        document: dict[str, Any] | None = None
         if isinstance(out, CallEnded):
             rec = out.record
-            self.store.submit(rec, self._service_day(rec.arrived_at).isoformat())
+            document = rec.to_dict()  # built once: the store and the live views share it
+            self.store.submit(rec, self._service_day(rec.arrived_at).isoformat(), document)
             self.board.add_record(rec)
             log.info(
                 "call",
@@ -423,18 +433,16 @@ class Daemon:
                 violations=list(rec.violations),
                 partial=rec.partial,
             )
-        elif isinstance(out, CallOffered):
-            self._note_open(out.call_id)  # at once: a crash from here on must not lose the call
-        elif isinstance(out, CallAnswered | HoldStarted | TransferMade):
-            # Refreshed once a second by the ticker, not per event: a draft record is the
-            # costliest thing on the event path.
+        elif isinstance(out, CallOffered | CallAnswered | HoldStarted | TransferMade):
+            # Its marker is (re)written with the store's next write (see _mark_open_calls):
+            # a draft record is the costliest thing on the event path, so not once per event.
             self._open_dirty.add(out.call_id)
         elif isinstance(out, AgentStateChanged):
             self._agent_states.extend(agent_intervals(out))
         elif isinstance(out, LiveViolation):
             self.board.add_live_violation(out)
             log.warning("live_violation", rule=out.rule, call_id=out.call_id, agent=out.agent, value=out.value)
-        self.hub.publish(live_message(out))
+        self.hub.publish(live_message(out, document))
 
 
 def agent_intervals(change: AgentStateChanged) -> tuple[AgentStateInterval, AgentStateInterval]:
@@ -446,10 +454,13 @@ def agent_intervals(change: AgentStateChanged) -> tuple[AgentStateInterval, Agen
     )
 
 
-def live_message(out: Output) -> dict[str, Any]:
-    """An engine output as the JSON message the live views (SSE, MQTT) carry."""
+def live_message(out: Output, document: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An engine output as the JSON message the live views (SSE, MQTT) carry.
+
+    ``document``: a finished call's ``record.to_dict()``, when the caller has built it already.
+    """
     if isinstance(out, CallEnded):
-        return {"type": "record", "call_id": out.record.call_id, "record": out.record.to_dict()}
+        return {"type": "record", "call_id": out.record.call_id, "record": document or out.record.to_dict()}
     if isinstance(out, LiveViolation):
         return {
             "type": "violation",

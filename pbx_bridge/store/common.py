@@ -79,10 +79,15 @@ def dumps(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-def call_rows(record: CallRecord, service_day: str, stored_at: float) -> CallRows:
-    """The rows of one call: the ``calls`` row (columns in table order) and its child rows."""
+def call_rows(
+    record: CallRecord, service_day: str, stored_at: float, document: dict[str, Any] | None = None
+) -> CallRows:
+    """The rows of one call: the ``calls`` row (columns in table order) and its child rows.
+
+    ``document`` is ``record.to_dict()`` when the caller has built it already.
+    """
     cid = record.call_id
-    record_json = dumps(record.to_dict())
+    record_json = dumps(record.to_dict() if document is None else document)
     call = (
         cid,
         record.direction.value,
@@ -345,6 +350,9 @@ class BatchingStore(ABC):
         self._lock = asyncio.Lock()
         self._jobs: set[asyncio.Task[Any]] = set()
         self._counters = Counters()
+        # Called at the start of every write, before the pending batch is taken: the daemon
+        # adds its open-call markers there, so a call that ends before the write needs none.
+        self.before_write: Callable[[], None] | None = None
 
     # -- what a backend provides -------------------------------------------------------------------
 
@@ -424,7 +432,7 @@ class BatchingStore(ABC):
             purged=c.purged,
         )
 
-    def submit(self, record: CallRecord, service_day: str) -> None:
+    def submit(self, record: CallRecord, service_day: str, document: dict[str, Any] | None = None) -> None:
         """Queue a finished call for the next batch; returns at once.
 
         A call submitted again (a replay) replaces the earlier copy. When ``max_pending`` writes
@@ -433,13 +441,14 @@ class BatchingStore(ABC):
         Args:
             record: the final call record.
             service_day: the deployment's local date of the call, ``YYYY-MM-DD``.
+            document: ``record.to_dict()``, when the caller has it already (it is not built twice).
 
         Raises:
             StoreError: the store is closed.
             ValueError: ``service_day`` is not a date, or the record holds a NaN or infinity.
         """
         self._check_accepting()
-        rows = call_rows(record, check_service_day(service_day), self._clock())
+        rows = call_rows(record, check_service_day(service_day), self._clock(), document)
         if record.call_id in self._pending.calls or self._has_room("call", record.call_id):
             self._pending.calls[record.call_id] = rows
 
@@ -618,6 +627,11 @@ class BatchingStore(ABC):
 
     async def _write_job(self) -> bool:
         """Write the pending batch; True when it was written (or there was nothing)."""
+        if self.before_write is not None:
+            try:
+                self.before_write()
+            except Exception:  # the markers are a safety net: never let them stop the writer
+                self._log.exception("before_write failed")
         if not self._pending:
             return True
         batch, self._pending = self._pending, Batch()

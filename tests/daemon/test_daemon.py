@@ -224,3 +224,41 @@ async def test_missing_core_events_are_reported(
     missing = [e for e in logs if e["event"] == "ami_events_missing"]
     assert len(missing) == 1
     assert missing[0]["missing"] == ["BridgeEnter"]
+
+
+def _markers(data: Path) -> dict[str, dict[str, Any]]:
+    with sqlite3.connect(data / SQLITE_FILE) as db:
+        return {cid: json.loads(body) for cid, body in db.execute("SELECT call_id, payload FROM open_calls")}
+
+
+async def test_open_call_marker_is_written_refreshed_and_removed_with_the_call(
+    emulator: AmiEmulator, start_daemon: Any, tmp_path: Path
+) -> None:
+    """A call in progress has a marker after the next store write; it follows the answer; the record replaces it."""
+    events = read_capture(TRACES / "a.ami").events
+    answer = next(i for i, (_, h) in enumerate(events) if h.get("DialStatus") == "ANSWER")
+    connect = next(i for i, (_, h) in enumerate(events) if h.get("Event") == "AgentConnect")
+    r = await start_daemon(emulator.port)
+    await emulator.wait_logged_in(1)
+    data = tmp_path / "data"
+
+    for _, headers in events[:answer]:  # offered to the queue, ringing
+        await emulator.emit(headers)
+    await emulator.drain(5)
+    await wait_for(lambda: bool(_markers(data)), what="an open-call marker")
+    ((call_id, ringing),) = _markers(data).items()
+    assert ringing["answered_at"] is None
+    assert ringing["partial"] is True
+
+    for _, headers in events[answer : connect + 1]:
+        await emulator.emit(headers)
+    await emulator.drain(5)
+    await wait_for(lambda: (_markers(data).get(call_id) or {}).get("answered_at") is not None, what="marker refresh")
+
+    for _, headers in events[connect + 1 :]:
+        await emulator.emit(headers)
+    await emulator.drain(5)
+    await wait_for(lambda: call_id in stored_records(data), what="the record")
+    await wait_for(lambda: not _markers(data), what="the marker removed")
+    assert await r.stop() == 0
+    assert stored_records(data)[call_id]["answered_at"] is not None

@@ -341,3 +341,25 @@ async def test_every_capture_round_trips(store: SqliteStore) -> None:
     await store.flush(5.0)
     for record in records:
         assert without_complaints(await store.get_call(record.call_id)) == record.to_dict()
+
+
+async def test_before_write_runs_ahead_of_every_write_and_cannot_stop_the_writer(
+    make_store: StoreFactory, busy_hour: list[CallRecord]
+) -> None:
+    """What ``before_write`` queues goes out with that very write; when it raises, the write still happens."""
+    store = await make_store()
+    calls = iter(busy_hour[:2])
+
+    def add_marker() -> None:
+        record = next(calls)
+        store.mark_open(record.call_id, record.arrived_at, {"caller": record.caller})
+        if record is busy_hour[1]:
+            raise RuntimeError("a broken hook")
+
+    store.before_write = add_marker
+    assert await store.flush(5.0)
+    assert [m.call_id for m in await store.open_markers()] == [busy_hour[0].call_id]
+    store.submit(busy_hour[5], service_day(busy_hour[5]))
+    assert await store.flush(5.0)
+    assert {m.call_id for m in await store.open_markers()} == {busy_hour[0].call_id, busy_hour[1].call_id}
+    assert count(store.path, "SELECT count(*) FROM calls") == 1
