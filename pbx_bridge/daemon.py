@@ -321,11 +321,13 @@ class Daemon:
                 self._dispatch(tracker.feed(AmiEvent("QueueMemberStatus", ts, headers=member)))
         else:
             counts: dict[str, int] = {}
+            decode = self.decoder.decode
+            fallback = self.clock()  # for unstamped events before the first stamp; read once per batch
             for frame in item:
-                event = self.decoder.decode(frame, fallback_clock=self.clock())
+                event = decode(frame, fallback)
                 if event is None:
                     continue
-                if not isinstance(event, StreamStart):
+                if type(event) is AmiEvent:
                     counts[event.name] = counts.get(event.name, 0) + 1
                 try:
                     outputs = tracker.feed(event)

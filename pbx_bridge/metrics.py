@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -38,6 +39,17 @@ KNOWN_EVENTS = frozenset(
         "NewCallerid", "NewConnectedLine", "DialState", "FullyBooted", "Shutdown",
     }
 )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class _QueueSeries:
+    """One queue's labelled children."""
+
+    calls: dict[str, Any]
+    violations: dict[str, Any]
+    tta: Any
+    hold: Any
+    talk: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +85,22 @@ class BridgeMetrics:
         self.hold = Histogram("pbx_bridge_hold_seconds", "Each hold", ["queue"], buckets=HOLD_BUCKETS, registry=r)
         self.talk = Histogram("pbx_bridge_talk_seconds", "Answer to end", ["queue"], buckets=TALK_BUCKETS, registry=r)
         self._seen = {"dropped": 0, "parse_errors": 0, "reconnects": 0}
-        self._queues: set[str] = set()
+        # Labelled children, looked up once (``labels()`` takes a lock and builds a key each call).
+        self._queues: dict[str, _QueueSeries] = {}
+        self._events: dict[str, Any] = {}
 
-    def ensure_queue(self, queue: str) -> None:
+    def ensure_queue(self, queue: str) -> _QueueSeries:
         """Create a queue's series at zero, so rate()/increase() see its first call or breach."""
-        if queue in self._queues:
-            return
-        self._queues.add(queue)
-        for outcome in Outcome:
-            self.calls.labels(queue, outcome.value)
-        for rule in rules.PER_CALL:
-            self.violations.labels(queue, rule)
-        for histogram in (self.tta, self.hold, self.talk):
-            histogram.labels(queue)
+        series = self._queues.get(queue)
+        if series is None:
+            series = self._queues[queue] = _QueueSeries(
+                calls={outcome.value: self.calls.labels(queue, outcome.value) for outcome in Outcome},
+                violations={rule: self.violations.labels(queue, rule) for rule in rules.PER_CALL},
+                tta=self.tta.labels(queue),
+                hold=self.hold.labels(queue),
+                talk=self.talk.labels(queue),
+            )
+        return series
 
     def observe(self, out: Output) -> None:
         """Count one engine output."""
@@ -94,20 +109,27 @@ class BridgeMetrics:
         elif isinstance(out, CallEnded):
             rec = out.record
             queue = rec.queue or NO_QUEUE
-            self.ensure_queue(queue)
-            self.calls.labels(queue, rec.outcome.value).inc()
+            series = self.ensure_queue(queue)
+            series.calls[rec.outcome.value].inc()
             for rule in rec.violations:
-                self.violations.labels(queue, rule).inc()
+                child = series.violations.get(rule)
+                if child is None:
+                    child = series.violations[rule] = self.violations.labels(queue, rule)
+                child.inc()
             if rec.time_to_answer_s is not None:
-                self.tta.labels(queue).observe(rec.time_to_answer_s)
+                series.tta.observe(rec.time_to_answer_s)
             for h in rec.holds:
-                self.hold.labels(queue).observe(h.seconds)
+                series.hold.observe(h.seconds)
             if rec.talk_s is not None:
-                self.talk.labels(queue).observe(rec.talk_s)
+                series.talk.observe(rec.talk_s)
 
     def count_events(self, counts: dict[str, int]) -> None:
+        children = self._events
         for name, n in counts.items():
-            self.ami_events.labels(name if name in KNOWN_EVENTS else "other").inc(n)
+            child = children.get(name)
+            if child is None:
+                child = children[name] = self.ami_events.labels(name if name in KNOWN_EVENTS else "other")
+            child.inc(n)
 
     def sync_ami(self, ami: AmiCounters, parse_errors: int = 0) -> None:
         """Move the AMI counters forward to the connection's own totals."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pbx_bridge.ami.frames import Banner, Frame
 
@@ -17,9 +17,12 @@ from pbx_bridge.ami.frames import Banner, Frame
 UNKNOWN_VALUES = ("", "<unknown>")  # what Asterisk sends for "no value"
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A channel as one event describes it."""
+class Snapshot(NamedTuple):
+    """A channel as one event describes it.
+
+    A named tuple rather than a frozen dataclass: one is built for most events, and a tuple
+    is made in one step where a frozen dataclass sets its nine fields one by one.
+    """
 
     uniqueid: str
     linkedid: str
