@@ -22,7 +22,7 @@ class Direction(StrEnum):
 class Outcome(StrEnum):
     ANSWERED = "answered"
     ABANDONED = "abandoned"  # the caller hung up after being offered, before any answer
-    UNANSWERED = "unanswered"  # offered, never answered, and the caller did not hang up (PBX dropped it)
+    UNANSWERED = "unanswered"  # offered, never answered, ended by the PBX (or how it ended was lost: partial)
     NOT_OFFERED = "not_offered"  # the caller left (IVR, announcement) before reaching agents
     FAILED = "failed"  # an outbound call that could not ring (busy, congestion, unavailable)
 

@@ -1214,10 +1214,12 @@ class CallTracker:
             outcome = Outcome.FAILED if call.failed else Outcome.UNANSWERED
         elif call.offered is None:
             outcome = Outcome.NOT_OFFERED
-        elif hangup_by is HangupBy.CUSTOMER:
-            outcome = Outcome.ABANDONED
+        elif hangup_by is HangupBy.SYSTEM or (hangup_by is HangupBy.UNKNOWN and call.partial):
+            outcome = Outcome.UNANSWERED  # the PBX dropped it, or we lost sight of how it ended
         else:
-            outcome = Outcome.UNANSWERED
+            # The caller hung up, or the signalling does not say who did: when the PBX ends a
+            # waiting call it says so, so an unattributed end of a waiting caller is theirs.
+            outcome = Outcome.ABANDONED
         tta = call.answered - start if call.answered is not None else None
         waited = tta if answered else (ended - start if call.offered is not None else None)
         talk = ended - call.answered if call.answered is not None else None

@@ -13,7 +13,7 @@ from pbx_bridge.engine import rules
 from pbx_bridge.engine.model import CallRecord, Direction, HangupBy, Outcome
 
 from . import truth
-from .captures import events, replay_capture
+from .captures import events, replay, replay_capture
 from .truth import Json, near
 
 CAPTURES = truth.capture_names()
@@ -107,6 +107,18 @@ def test_d_short_abandon() -> None:
     assert rec.outcome is Outcome.ABANDONED
     assert near(rec.abandoned_after_s, t["abandon_wait_seconds"])
     assert rec.ring_no_answer == ()  # 1002's ring was cut short by the caller, it did not ring out
+    assert rec.violations == (rules.CALL_UNANSWERED,)
+
+
+def test_a_waiting_caller_whose_hangup_is_unattributed_abandoned() -> None:
+    """Without the hangup requests the end is nobody's; a waiting caller is still abandoned, not unanswered.
+
+    The PBX says when it ends a waiting call (system); an unattributed end of a waiting caller is theirs.
+    """
+    kept = [e for e in events("d") if getattr(e, "name", None) not in ("HangupRequest", "SoftHangupRequest")]
+    (rec,) = replay(kept).records
+    assert rec.hangup_by is HangupBy.UNKNOWN
+    assert rec.outcome is Outcome.ABANDONED
     assert rec.violations == (rules.CALL_UNANSWERED,)
 
 
