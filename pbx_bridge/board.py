@@ -247,7 +247,7 @@ class Board:
             q(queue)["callbacks_overdue"] = n
         agents = [
             {
-                "agent": m.interface,
+                "agent": m.agent,
                 "name": m.name,
                 "queue": m.queue,
                 "state": m.state.value,

@@ -27,6 +27,19 @@ class AgentState(StrEnum):
     LOGGED_OUT = "logged_out"
 
 
+def agent_device(interface: str, state_interface: str | None) -> str:
+    """The device a member's calls are answered on, as call records name the agent.
+
+    A FreePBX-style member ``Local/1001@from-queue/n`` rings ``PJSIP/1001``, which its
+    ``StateInterface`` names; ``hint:``/``Custom:`` state interfaces name no device.
+    """
+    if interface.startswith("Local/") and state_interface and not state_interface.startswith("Local/"):
+        tech, sep, _ = state_interface.partition("/")
+        if sep and ":" not in tech:
+            return state_interface
+    return interface
+
+
 @dataclass(slots=True)
 class Member:
     """One queue member (an agent in one queue)."""
@@ -34,6 +47,7 @@ class Member:
     queue: str
     interface: str
     name: str
+    agent: str  # the device its calls are answered on (see agent_device)
     logged_in: bool = True
     paused: bool = False
     reason: str | None = None
@@ -81,6 +95,7 @@ class Floor:
 
     members: dict[tuple[str, str], Member] = field(default_factory=dict)
     queues: dict[str, QueueLive] = field(default_factory=dict)
+    _by_queue: dict[str, list[Member]] = field(default_factory=dict)  # the same members, by queue
     unattended: list[Unattended] = field(default_factory=list)
 
     def queue(self, name: str) -> QueueLive:
@@ -111,7 +126,10 @@ class Floor:
         member = self.members.get(key)
         is_new = member is None
         if member is None:
-            member = self.members[key] = Member(queue, interface, ev.get("MemberName") or interface, since=ev.ts)
+            agent = agent_device(interface, ev.get("StateInterface"))
+            member = Member(queue, interface, ev.get("MemberName") or interface, agent, since=ev.ts)
+            self.members[key] = member
+            self._by_queue.setdefault(queue, []).append(member)
         if ev.name == "QueueMemberRemoved":
             member.logged_in = False
         elif ev.name == "QueueMemberAdded":
@@ -129,7 +147,7 @@ class Floor:
         change = None
         if is_new or state is not member.state or (state is AgentState.PAUSED and member.reason != member.shown_reason):
             change = AgentStateChanged(
-                agent=interface,
+                agent=member.agent,
                 name=member.name,
                 queue=queue,
                 state=state.value,
@@ -147,7 +165,7 @@ class Floor:
 
     def _update_unattended(self, queue: str, ts: float) -> None:
         q = self.queue(queue)
-        attended = any(m.attending for (qn, _), m in self.members.items() if qn == queue)
+        attended = any(m.attending for m in self._by_queue.get(queue, ()))
         if attended and q.unattended_since is not None:
             self.unattended.append(Unattended(queue, q.unattended_since, ts))
             del self.unattended[:-UNATTENDED_HISTORY]
@@ -157,7 +175,6 @@ class Floor:
 
     def agents_by_state(self, queue: str) -> dict[AgentState, int]:
         counts = dict.fromkeys(AgentState, 0)
-        for (qn, _), m in self.members.items():
-            if qn == queue:
-                counts[m.state] += 1
+        for m in self._by_queue.get(queue, ()):
+            counts[m.state] += 1
         return counts

@@ -246,7 +246,7 @@ class LiveViolation:
 class AgentStateChanged:
     """A queue member entered a new state (the previous one lasted from ``previous_since`` to ``ts``)."""
 
-    agent: str  # the member's interface, e.g. PJSIP/1001
+    agent: str  # the device the member's calls ring, e.g. PJSIP/1001 (also for Local/1001@from-queue/n members)
     name: str
     queue: str
     state: str

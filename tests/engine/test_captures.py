@@ -10,7 +10,8 @@ import pytest
 
 from pbx_bridge.ami.events import AmiEvent
 from pbx_bridge.engine import rules
-from pbx_bridge.engine.model import CallRecord, Direction, HangupBy, Outcome
+from pbx_bridge.engine.live import agent_device
+from pbx_bridge.engine.model import AgentStateChanged, CallRecord, Direction, HangupBy, Outcome
 
 from . import truth
 from .captures import events, replay, replay_capture
@@ -299,6 +300,32 @@ def test_local_channel_member_agent_is_the_phone_behind_it(name: str) -> None:
     assert all(str(i).startswith("Local/") for i in interfaces)
     t, rec = only_call(name)
     assert rec.agent == f"PJSIP/{t['answered_by']}"
+
+
+@pytest.mark.parametrize("name", ["ln_a", "ln_b"])
+def test_local_channel_members_states_are_the_agents_of_their_calls(name: str) -> None:
+    """Agent-state changes of Local/100X@from-queue members name the phone, as the records do (scorecards join them)."""
+    result = replay_capture(name)
+    changes = [o for o in result.outputs if isinstance(o, AgentStateChanged)]
+    assert changes
+    assert all(c.agent.startswith("PJSIP/") for c in changes)
+    (rec,) = result.records
+    assert rec.agent in {c.agent for c in changes}
+
+
+@pytest.mark.parametrize(
+    ("interface", "state_interface", "agent"),
+    [
+        ("PJSIP/1001", None, "PJSIP/1001"),
+        ("PJSIP/1001", "PJSIP/1001", "PJSIP/1001"),
+        ("Local/1001@from-queue/n", "PJSIP/1001", "PJSIP/1001"),
+        ("Local/1001@from-queue/n", None, "Local/1001@from-queue/n"),
+        ("Local/1001@from-queue/n", "hint:1001@ext-local", "Local/1001@from-queue/n"),
+        ("Local/1001@from-queue/n", "Custom:DND1001", "Local/1001@from-queue/n"),
+    ],
+)
+def test_agent_device_of_a_member(interface: str, state_interface: str | None, agent: str) -> None:
+    assert agent_device(interface, state_interface) == agent
 
 
 def test_o_outbound_callback() -> None:
