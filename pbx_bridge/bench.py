@@ -68,7 +68,7 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from prometheus_client import CollectorRegistry
 
-from pbx_bridge.ami.connection import SKIM_EVENTS, SKIM_UNLESS, BridgeProtocol
+from pbx_bridge.ami.connection import BridgeProtocol, engine_parser
 from pbx_bridge.ami.events import AmiEvent, EventDecoder
 from pbx_bridge.ami.frames import (
     BANNER_PREFIX,
@@ -858,13 +858,13 @@ class ReplayFigures:
     events: int = 0
     calls: int = 0
     sim_s: float = 0.0
-    wall_s: float = 0.0  # parse → engine, as ``pbx-bridge replay`` runs them (full headers)
+    wall_s: float = 0.0  # parse → engine, as ``pbx-bridge replay`` runs them
     gen_s: float = 0.0
 
 
 def run_replay(opts: BenchOptions) -> ReplayFigures:
     """A whole generated day streamed through parser → decoder → engine, timing only those."""
-    parser = FrameParser()  # what CaptureReader uses
+    parser = engine_parser()  # what ``pbx-bridge replay`` uses
     decoder = EventDecoder()
     tracker = build_tracker(load_settings(None, {}))
     fig = ReplayFigures()
@@ -948,10 +948,8 @@ def parser_rates(blob: bytes, chunk: int = BLAST_CHUNK) -> dict[str, float]:
     cases: dict[str, Callable[[], None]] = {
         "panoramisk AMIProtocol.data_received": panoramisk,
         "plain FrameParser (before)": functools.partial(ours, PlainFrameParser),
-        "FrameParser, full headers (replay)": functools.partial(ours, FrameParser),
-        "FrameParser, skimming (daemon)": functools.partial(
-            ours, functools.partial(FrameParser, skim=SKIM_EVENTS, skim_unless=SKIM_UNLESS)
-        ),
+        "FrameParser, full headers": functools.partial(ours, FrameParser),
+        "FrameParser, skimming (daemon, replay)": functools.partial(ours, engine_parser),
     }
     rates: dict[str, float] = {}
     for label, run in cases.items():

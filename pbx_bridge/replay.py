@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pbx_bridge.ami.capture import CaptureReader
+from pbx_bridge.ami.connection import engine_parser
 from pbx_bridge.config import Settings
 from pbx_bridge.engine.model import CallEnded, CallRecord, Output
 from pbx_bridge.engine.tracker import CallTracker
@@ -43,7 +44,7 @@ class ReplaySummary:
 
 def replay(path: Path, tracker: CallTracker, summary: ReplaySummary) -> Iterator[CallRecord]:
     """Yield each finished call of the capture, then any call still open at its end (partial)."""
-    reader = CaptureReader(path)
+    reader = CaptureReader(path, parser=engine_parser())  # the daemon's parser: skims dialplan noise
     for item in reader:
         yield from _records(tracker.feed(item), summary)
     yield from _records(tracker.close_all(), summary)

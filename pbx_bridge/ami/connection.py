@@ -42,7 +42,7 @@ from panoramisk import Manager
 from panoramisk.ami_protocol import AMIProtocol
 from panoramisk.message import Message
 
-from pbx_bridge.ami.frames import Banner, Frame, FrameParser
+from pbx_bridge.ami.frames import DEFAULT_MAX_FRAME_BYTES, Banner, Frame, FrameParser
 from pbx_bridge.engine.tracker import NAME_ONLY_EVENTS, NAME_ONLY_UNLESS
 from pbx_bridge.errors import AmiLoginError, AmiTimeout
 
@@ -55,6 +55,11 @@ _LIST_EVENTS = frozenset({"CoreShowChannel", "CoreShowChannelsComplete", "QueueM
 # Events whose frames need only Event and Timestamp (the Manager's own events are parsed in full).
 SKIM_EVENTS = NAME_ONLY_EVENTS - _MANAGER_EVENTS
 SKIM_UNLESS = NAME_ONLY_UNLESS
+
+
+def engine_parser(max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> FrameParser:
+    """A parser that skims the events the engine reads by name only (the daemon's and ``replay``'s)."""
+    return FrameParser(max_frame_bytes=max_frame_bytes, skim=SKIM_EVENTS, skim_unless=SKIM_UNLESS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +154,7 @@ class BridgeProtocol(AMIProtocol):  # type: ignore[misc]
 
     @staticmethod
     def _new_parser(max_frame_bytes: int) -> FrameParser:
-        return FrameParser(max_frame_bytes=max_frame_bytes, skim=SKIM_EVENTS, skim_unless=SKIM_UNLESS)
+        return engine_parser(max_frame_bytes)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
