@@ -333,6 +333,7 @@ class CallTracker:
         self._by_name: dict[str, Chan] = {}
         self._calls_by_lid: dict[str, Call] = {}
         self._calls: dict[str, Call] = {}
+        self._held: dict[str, Call] = {}  # calls that put a hold on since the last live check
         self._dials: dict[str, Dial] = {}  # by destination uniqueid
         self._bridges: dict[str, Bridge] = {}
         self._old_bridges: OrderedDict[str, Bridge] = OrderedDict()
@@ -974,6 +975,7 @@ class CallTracker:
         # The ``*2`` attended-transfer feature raises Hold without MusicClass; a phone's hold
         # key sends one. Informational only: both count as holds.
         call.holds_open[ch.uid] = (ev.ts, "MusicClass" not in ev.headers)
+        self._held[call.call_id] = call
         self._move(call, Trigger.HOLD)
         self._live(call, HoldStarted(call.call_id, ev.ts, ch.device))
 
@@ -1157,8 +1159,10 @@ class CallTracker:
     # ------------------------------------------------------------------ live breaches
 
     def _check_live(self, now: float) -> None:
-        for call in self._calls.values():
-            if not call.holds_open:
+        # Only calls with a hold on (not every open call, every second of stream time).
+        for call_id, call in list(self._held.items()):
+            if not call.holds_open or self._calls.get(call_id) is not call:
+                del self._held[call_id]
                 continue
             limit = self.policies.for_queue(call.queue).hold_limit_s
             for uid, (start, _) in call.holds_open.items():
