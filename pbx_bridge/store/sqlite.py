@@ -62,14 +62,18 @@ from pbx_bridge.store.schema import apply_migrations
 # Errors that say the rows themselves are bad: anything else (locked, disk full, I/O) is about
 # the database, and the rows are kept for a retry rather than thrown away.
 _ROW_ERRORS: Final = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
+_MAX_PARAMETERS: Final = 999  # SQLite's smallest default limit of ``?`` parameters in one statement
 
+# Writes are ``INSERT … VALUES {rows} …`` and ``DELETE … IN ({ids})``, many rows to a statement
+# (see _write_rows): sqlite3 gives up the GIL around every statement step, and under load each
+# hand-over costs the event loop far more than the step itself.
 _UPSERT_CALL: Final = """
     INSERT INTO calls (
         call_id, direction, caller, caller_name, callee, queue, agent, agent_name,
         arrived_at, offered_at, answered_at, ended_at, time_to_answer_s, rings, outcome,
         abandoned_after_s, talk_s, hold_count, hold_total_s, hold_max_s, hangup_by, after_hours,
         recording, partial, picked_up_by, service_day, record_json, stored_at
-    ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ) VALUES {rows}
     ON CONFLICT (call_id) DO UPDATE SET
         direction = excluded.direction, caller = excluded.caller, caller_name = excluded.caller_name,
         callee = excluded.callee, queue = excluded.queue, agent = excluded.agent,
@@ -86,30 +90,30 @@ _UPSERT_CALL: Final = """
         stored_at = excluded.stored_at
 """
 _DELETE_CHILDREN: Final = (
-    "DELETE FROM holds WHERE call_id = ?",
-    "DELETE FROM transfers WHERE call_id = ?",
-    "DELETE FROM ring_no_answer WHERE call_id = ?",
-    "DELETE FROM violations WHERE call_id = ?",
+    "DELETE FROM holds WHERE call_id IN ({rows})",
+    "DELETE FROM transfers WHERE call_id IN ({rows})",
+    "DELETE FROM ring_no_answer WHERE call_id IN ({rows})",
+    "DELETE FROM violations WHERE call_id IN ({rows})",
 )
 _INSERT_HOLD: Final = """
     INSERT INTO holds (call_id, seq, start, end, seconds, ended_call_on_hold, consult)
-    VALUES (?, ?, ?, ?, ?, ?, ?)
+    VALUES {rows}
 """
 _INSERT_TRANSFER: Final = """
     INSERT INTO transfers (call_id, seq, kind, from_agent, to_target, at, target_answered,
         confirmed_before_leave, target_answered_at)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    VALUES {rows}
 """
-_INSERT_RNA: Final = "INSERT INTO ring_no_answer (call_id, seq, agent, ring_s, at) VALUES (?, ?, ?, ?, ?)"
-_INSERT_VIOLATION: Final = "INSERT INTO violations (call_id, rule, kind, queue, agent, at) VALUES (?, ?, ?, ?, ?, ?)"
+_INSERT_RNA: Final = "INSERT INTO ring_no_answer (call_id, seq, agent, ring_s, at) VALUES {rows}"
+_INSERT_VIOLATION: Final = "INSERT INTO violations (call_id, rule, kind, queue, agent, at) VALUES {rows}"
 _UPSERT_MARKER: Final = """
-    INSERT INTO open_calls (call_id, arrived_at, last_seen, payload) VALUES (?, ?, ?, ?)
+    INSERT INTO open_calls (call_id, arrived_at, last_seen, payload) VALUES {rows}
     ON CONFLICT (call_id) DO UPDATE SET
         arrived_at = excluded.arrived_at, last_seen = excluded.last_seen, payload = excluded.payload
 """
-_DELETE_MARKER: Final = "DELETE FROM open_calls WHERE call_id = ?"
+_DELETE_MARKERS: Final = "DELETE FROM open_calls WHERE call_id IN ({rows})"
 _UPSERT_STATE: Final = """
-    INSERT INTO agent_states (agent, queue, state, reason, start, end) VALUES (?, ?, ?, ?, ?, ?)
+    INSERT INTO agent_states (agent, queue, state, reason, start, end) VALUES {rows}
     ON CONFLICT (agent, queue, start) DO UPDATE SET
         state = excluded.state, reason = excluded.reason, end = excluded.end
 """
@@ -266,18 +270,18 @@ class SqliteStore(BatchingStore):
         calls = list(batch.calls.values())
         ids = [(c.call_id,) for c in calls]
         async with _transaction(db):
-            await db.executemany(_UPSERT_MARKER, [marker_params(m) for m in batch.markers.values() if m])
-            await db.executemany(_DELETE_MARKER, [(k,) for k, m in batch.markers.items() if m is None])
-            await db.executemany(_UPSERT_CALL, [c.call for c in calls])
+            await _write_rows(db, _UPSERT_MARKER, [marker_params(m) for m in batch.markers.values() if m])
+            await _write_rows(db, _DELETE_MARKERS, [(k,) for k, m in batch.markers.items() if m is None])
+            await _write_rows(db, _UPSERT_CALL, [c.call for c in calls])
             for statement in _DELETE_CHILDREN:
-                await db.executemany(statement, ids)
-            await db.executemany(_INSERT_HOLD, [row for c in calls for row in c.holds])
-            await db.executemany(_INSERT_TRANSFER, [row for c in calls for row in c.transfers])
-            await db.executemany(_INSERT_RNA, [row for c in calls for row in c.rna])
-            await db.executemany(_INSERT_VIOLATION, [row for c in calls for row in c.violations])
+                await _write_rows(db, statement, ids)
+            await _write_rows(db, _INSERT_HOLD, [row for c in calls for row in c.holds])
+            await _write_rows(db, _INSERT_TRANSFER, [row for c in calls for row in c.transfers])
+            await _write_rows(db, _INSERT_RNA, [row for c in calls for row in c.rna])
+            await _write_rows(db, _INSERT_VIOLATION, [row for c in calls for row in c.violations])
             # A stored call is over, whatever marker arrived for it.
-            await db.executemany(_DELETE_MARKER, ids)
-            await db.executemany(_UPSERT_STATE, [state_params(s) for s in batch.states.values()])
+            await _write_rows(db, _DELETE_MARKERS, ids)
+            await _write_rows(db, _UPSERT_STATE, [state_params(s) for s in batch.states.values()])
 
     # -- retention ------------------------------------------------------------------------------
 
@@ -522,6 +526,23 @@ class SqliteStore(BatchingStore):
             return list(await db.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: query failed: {exc}") from exc
+
+
+async def _write_rows(db: aiosqlite.Connection, statement: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """Run ``statement`` over ``rows``, as many rows to a statement as SQLite's parameter limit allows.
+
+    ``{rows}`` in the statement becomes ``(?, …), (?, …)…`` (one group per row) or, for a single
+    column, ``?, ?…`` (an ``IN`` list).
+    """
+    if not rows:
+        return
+    width = len(rows[0])
+    group = "?" if width == 1 else "(" + ", ".join("?" * width) + ")"
+    per = max(_MAX_PARAMETERS // width, 1)
+    for start in range(0, len(rows), per):
+        chunk = rows[start : start + per]
+        sql = statement.format(rows=", ".join([group] * len(chunk)))
+        await db.execute(sql, [value for row in chunk for value in row])
 
 
 @asynccontextmanager
