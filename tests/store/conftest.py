@@ -1,38 +1,19 @@
-"""Fixtures of the call-store tests: records replayed from real captures, and stores that always close."""
+"""Fixtures of the SQLite store tests: stores on a file of the test's own, always closed.
+
+The captured calls (``busy_hour``, ``utf8_calls``, ``now``) come from :mod:`store_contract.fixtures`.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from store_helpers import FAST, StoreFactory, replay_capture
+from store_contract.helpers import opened_stores, writer_running
 
-from pbx_bridge.engine.model import CallRecord
 from pbx_bridge.store import SqliteStore
 
-
-@pytest.fixture(scope="session")
-def busy_hour() -> list[CallRecord]:
-    """The 50 calls of ``q_busy_hour.ami``."""
-    records = replay_capture("q_busy_hour")
-    assert len(records) == 50
-    return records
-
-
-@pytest.fixture(scope="session")
-def utf8_calls() -> list[CallRecord]:
-    """The three calls of ``utf8_names.ami`` (Chinese caller names)."""
-    return replay_capture("utf8_names")
-
-
-@pytest.fixture(scope="session")
-def now(busy_hour: list[CallRecord]) -> float:
-    """A wall clock just after the busy hour, so retention never depends on today's date."""
-    return max(r.ended_at for r in busy_hour) + 3600.0
+from .store_helpers import StoreFactory, new_store
 
 
 @pytest.fixture
@@ -44,20 +25,8 @@ def db_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def make_store(db_path: Path, now: float) -> AsyncIterator[StoreFactory]:
     """``await make_store(**kwargs)``: an open store, closed at the end of the test whatever happens."""
-    stores: list[SqliteStore] = []
-
-    async def make(**kwargs: Any) -> SqliteStore:
-        options: dict[str, Any] = {**FAST, "clock": lambda: now, **kwargs}
-        store = SqliteStore(options.pop("path", db_path), **options)
-        stores.append(store)
-        await store.open()
-        return store
-
-    try:
+    async with opened_stores(lambda **kwargs: new_store(db_path, now, **kwargs)) as make:
         yield make
-    finally:
-        for store in stores:
-            await store.close()
 
 
 @pytest.fixture
@@ -69,10 +38,5 @@ async def store(make_store: StoreFactory) -> SqliteStore:
 @pytest.fixture
 async def running(store: SqliteStore) -> AsyncIterator[SqliteStore]:
     """An open store with its writer task running."""
-    task = asyncio.create_task(store.run())
-    try:
-        yield store
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    async with writer_running(store) as started:
+        yield started

@@ -1,40 +1,29 @@
-"""Helpers of the call-store tests: replaying captures, reading the database from outside."""
+"""Helpers of the SQLite store tests: test timings, opening a store, reading the database from outside.
+
+What every backend shares (replaying captures, submitting, waiting) is in :mod:`store_contract.helpers`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from collections.abc import Awaitable, Callable
 from contextlib import closing
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from pbx_bridge.ami.capture import CaptureReader
-from pbx_bridge.engine.model import CallEnded, CallRecord
-from pbx_bridge.engine.tracker import CallTracker
 from pbx_bridge.store import SqliteStore
 
-TRACES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
 # Tests run fast: short batches and lock waits, and a back-off that never grows past 0.2 s.
-FAST = {"batch_interval_s": 0.02, "busy_timeout_s": 0.05, "max_backoff_s": 0.2, "flush_timeout_s": 5.0}
+FAST: dict[str, Any] = {"batch_interval_s": 0.02, "busy_timeout_s": 0.05, "max_backoff_s": 0.2, "flush_timeout_s": 5.0}
 
 StoreFactory = Callable[..., Awaitable[SqliteStore]]
 """``await make_store(**kwargs)``: the ``make_store`` fixture."""
 
 
-def replay_capture(name: str) -> list[CallRecord]:
-    """Every call record of a capture, in the order the engine ended them."""
-    tracker = CallTracker()
-    records: list[CallRecord] = []
-    for item in CaptureReader(TRACES / f"{name}.ami"):
-        records.extend(out.record for out in tracker.feed(item) if isinstance(out, CallEnded))
-    records.extend(out.record for out in tracker.close_all() if isinstance(out, CallEnded))
-    return records
-
-
-def service_day(record: CallRecord) -> str:
-    """The call's service day (UTC here; the daemon gives the deployment's local date)."""
-    return datetime.fromtimestamp(record.arrived_at, UTC).date().isoformat()
+def new_store(path: Path, now: float, **kwargs: Any) -> SqliteStore:
+    """A store (not opened) at ``path`` (or ``path=``) with the test timings and a clock stopped at ``now``."""
+    options: dict[str, Any] = {**FAST, "clock": lambda: now, **kwargs}
+    return SqliteStore(options.pop("path", path), **options)
 
 
 def count(path: Path, sql: str, params: tuple[object, ...] = ()) -> int:
@@ -43,10 +32,8 @@ def count(path: Path, sql: str, params: tuple[object, ...] = ()) -> int:
         return int(db.execute(sql, params).fetchone()[0])
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll until ``predicate()`` holds, failing the test after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if predicate():
-                return
-            await asyncio.sleep(0.01)
+def fetch(path: Path, sql: str, params: tuple[object, ...] = ()) -> list[dict[str, Any]]:
+    """Rows of a query, as dicts, on a separate sqlite3 connection."""
+    with closing(sqlite3.connect(path)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(row) for row in db.execute(sql, params)]

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import aiosqlite
 import pytest
-from store_helpers import StoreFactory, count
 
 from pbx_bridge.errors import StoreError
 from pbx_bridge.store import SqliteStore
 from pbx_bridge.store.schema import LATEST_VERSION, MIGRATIONS, Migration, apply_migrations, check_migrations
+
+from .store_helpers import StoreFactory, count
 
 TABLES = {
     "schema_version",

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from pg_helpers import SITE, StoreFactory, count, service_day, submit_all, wait_for
+from store_contract.helpers import service_day, submit_all, wait_for
 from structlog.testing import capture_logs
 
 from pbx_bridge.engine.model import CallRecord
-from pbx_bridge.store import AgentStateInterval, CallFilter
+from pbx_bridge.store import CallFilter
 from pbx_bridge.store.postgres import PostgresStore
+
+from .pg_helpers import SITE, StoreFactory, count
 
 pytestmark = pytest.mark.needs_postgres
 
@@ -142,25 +144,6 @@ async def test_newer_submissions_win_over_a_failed_batch(
     await wait_for(lambda: running.stats.pending == 0)
     assert await count(pg_dsn, "SELECT count(*) FROM calls WHERE recording = $1", "fixed.wav") == 1
     assert await count(pg_dsn, "SELECT count(*) FROM calls") == 1
-
-
-async def test_overflow_is_counted_and_logged(make_store: StoreFactory, busy_hour: list[CallRecord]) -> None:
-    """Past max_pending, new calls are dropped, counted and logged one by one; replaced ones still fit."""
-    store = await make_store(max_pending=10)
-    with capture_logs() as logs:
-        submit_all(store, busy_hour[:15])
-        store.submit(busy_hour[3], service_day(busy_hour[3]))  # already pending: replaces, not dropped
-        store.mark_open("live-1", 1.0, {})
-        await store.record_agent_state(AgentStateInterval("PJSIP/1001", "support", "available", None, 1.0, 2.0))
-    stats = store.stats
-    assert stats.pending == 10
-    assert stats.dropped == 7
-    dropped = [e for e in logs if e["event"] == "store backlog full: write dropped"]
-    assert [e["id"] for e in dropped[:5]] == [r.call_id for r in busy_hour[10:15]]
-    assert {e["kind"] for e in dropped} == {"call", "open-call marker", "agent state"}
-    assert await store.flush(5.0)
-    store.submit(busy_hour[12], service_day(busy_hour[12]))  # room again once written
-    assert store.stats.pending == 1
 
 
 async def test_rows_the_database_refuses_do_not_block_the_others(

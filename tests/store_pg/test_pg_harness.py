@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pg_cluster
 import pytest
-from pg_cluster import Cluster, ClusterUnavailable
+
+from . import pg_cluster
+from .pg_cluster import Cluster, ClusterUnavailable
 
 pytestmark = pytest.mark.needs_postgres
 

@@ -8,12 +8,13 @@ from contextlib import closing
 
 import asyncpg
 import pytest
-from pg_helpers import FAST, StoreFactory, count, fetch
 
 from pbx_bridge.errors import StoreError
 from pbx_bridge.store import schema as sqlite_schema
 from pbx_bridge.store.pg_schema import LATEST_VERSION, MIGRATIONS, Migration, apply_migrations
 from pbx_bridge.store.postgres import PostgresStore
+
+from .pg_helpers import FAST, StoreFactory, count, fetch
 
 pytestmark = pytest.mark.needs_postgres
 

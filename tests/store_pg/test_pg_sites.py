@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 
 import pytest
-from pg_helpers import StoreFactory, count, fetch, submit_all
+from store_contract.helpers import submit_all
 
 from pbx_bridge.engine.model import CallRecord
 from pbx_bridge.store import AgentStateInterval, CallFilter
@@ -19,6 +19,8 @@ from pbx_bridge.store.postgres import (
     SiteUnansweredCall,
     redact_dsn,
 )
+
+from .pg_helpers import StoreFactory, count, fetch
 
 pytestmark = pytest.mark.needs_postgres
 

@@ -1,6 +1,6 @@
-"""Calls in and out of the PostgreSQL store: exact round trip, replays, QA tags, open calls, retention, flush.
+"""Calls in and out of the store, on every backend: exact round trip, replays, QA tags, open calls, retention, flush.
 
-The same behaviour as the SQLite store's tests (tests/store/test_store_records.py), against a real server.
+Each test runs against SQLite and against PostgreSQL (the ``backend`` fixture of this folder's conftest).
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import asyncio
 import dataclasses
 
 import pytest
-from pg_helpers import SITE, StoreFactory, count, fetch, replay_capture, service_day, submit_all, wait_for
+from structlog.testing import capture_logs
 
 from pbx_bridge.engine.model import CallRecord, Direction, Outcome
 from pbx_bridge.errors import StoreError
 from pbx_bridge.store import AgentStateInterval, CallFilter
-from pbx_bridge.store.postgres import PostgresStore
 
-pytestmark = pytest.mark.needs_postgres
+from .backends import Database, Store, StoreFactory
+from .helpers import replay_capture, service_day, submit_all, wait_for
 
 CHILD_TABLES = ("holds", "transfers", "ring_no_answer", "violations")
 
@@ -35,13 +35,13 @@ def expected_children(record: CallRecord) -> dict[str, int]:
     }
 
 
-async def all_children(dsn: str, site: str = SITE) -> dict[str, dict[str, int]]:
+async def all_children(database: Database) -> dict[str, dict[str, int]]:
     """call id → child table → how many rows the call has there (calls without any are missing)."""
     found: dict[str, dict[str, int]] = {}
     for table in CHILD_TABLES:
-        rows = await fetch(dsn, f"SELECT call_id, count(*) AS n FROM {table} WHERE site = $1 GROUP BY call_id", site)
-        for row in rows:
-            found.setdefault(row["call_id"], dict.fromkeys(CHILD_TABLES, 0))[table] = row["n"]
+        for row in await database.rows(table):
+            per_table = found.setdefault(row["call_id"], dict.fromkeys(CHILD_TABLES, 0))
+            per_table[table] += 1
     return found
 
 
@@ -49,8 +49,8 @@ def children_of(found: dict[str, dict[str, int]], call_id: str) -> dict[str, int
     return found.get(call_id, dict.fromkeys(CHILD_TABLES, 0))
 
 
-async def test_busy_hour_round_trip(store: PostgresStore, busy_hour: list[CallRecord]) -> None:
-    """Every call of the busy hour comes back exactly as its to_dict() contract."""
+async def test_busy_hour_round_trip(store: Store, busy_hour: list[CallRecord]) -> None:
+    """Every call of the busy hour comes back exactly as its to_dict() contract, written in one batch."""
     submit_all(store, busy_hour)
     assert await store.flush(5.0)
     for record in busy_hour:
@@ -65,12 +65,12 @@ async def test_busy_hour_round_trip(store: PostgresStore, busy_hour: list[CallRe
 
 
 async def test_scalar_columns_and_child_rows_match_the_record(
-    store: PostgresStore, busy_hour: list[CallRecord], pg_dsn: str
+    store: Store, busy_hour: list[CallRecord], database: Database
 ) -> None:
     """The columns QA queries use hold the record's values (times exact, not 4-byte floats), and each list its rows."""
     submit_all(store, busy_hour)
     await store.flush(5.0)
-    rows = {r["call_id"]: r for r in await fetch(pg_dsn, "SELECT * FROM calls WHERE site = $1", SITE)}
+    rows = {row["call_id"]: row for row in await database.rows("calls")}
     assert len(rows) == 50
     for record in busy_hour:
         row = rows[record.call_id]
@@ -83,23 +83,24 @@ async def test_scalar_columns_and_child_rows_match_the_record(
         assert bool(row["partial"]) is record.partial
         assert row["service_day"] == service_day(record)
     kinds: dict[str, dict[str, str]] = {}
-    for r in await fetch(pg_dsn, "SELECT call_id, rule, kind FROM violations WHERE site = $1", SITE):
-        kinds.setdefault(r["call_id"], {})[r["rule"]] = r["kind"]
-    found = await all_children(pg_dsn)
+    for row in await database.rows("violations"):
+        kinds.setdefault(row["call_id"], {})[row["rule"]] = row["kind"]
+    found = await all_children(database)
     for record in busy_hour:
         want = {**dict.fromkeys(record.violations, "violation"), **dict.fromkeys(record.notices, "notice")}
         assert kinds.get(record.call_id, {}) == want
         assert children_of(found, record.call_id) == expected_children(record)
 
 
-async def test_chinese_names_survive(store: PostgresStore, utf8_calls: list[CallRecord], pg_dsn: str) -> None:
+async def test_chinese_names_survive(store: Store, utf8_calls: list[CallRecord], database: Database) -> None:
     """Chinese caller names are stored as text, not escapes, and return unchanged."""
     submit_all(store, utf8_calls)
     await store.flush(5.0)
     names = {r.caller_name for r in utf8_calls}
     assert {"张伟", "王芳", "李娜"} <= names
-    stored = {r["caller_name"] for r in await fetch(pg_dsn, "SELECT caller_name FROM calls")}
-    raw = "".join(r["record_json"] for r in await fetch(pg_dsn, "SELECT record_json FROM calls"))
+    calls = await database.rows("calls")
+    stored = {row["caller_name"] for row in calls}
+    raw = "".join(row["record_json"] for row in calls)
     assert stored == names
     assert "张伟" in raw
     for record in utf8_calls:
@@ -107,7 +108,7 @@ async def test_chinese_names_survive(store: PostgresStore, utf8_calls: list[Call
 
 
 async def test_the_same_call_twice_is_stored_once(
-    store: PostgresStore, busy_hour: list[CallRecord], pg_dsn: str
+    store: Store, busy_hour: list[CallRecord], database: Database
 ) -> None:
     """A replayed call, in the same batch or a later one, leaves one row and no duplicate children."""
     submit_all(store, busy_hour)
@@ -116,15 +117,15 @@ async def test_the_same_call_twice_is_stored_once(
     await store.flush(5.0)
     submit_all(store, busy_hour)  # later batch: upsert, children rebuilt
     await store.flush(5.0)
-    assert await count(pg_dsn, "SELECT count(*) FROM calls") == 50
-    found = await all_children(pg_dsn)
+    assert await database.count("calls") == 50
+    found = await all_children(database)
     for record in busy_hour:
         assert children_of(found, record.call_id) == expected_children(record)
     assert store.stats.written == 100
 
 
 async def test_a_rewritten_call_replaces_its_children(
-    store: PostgresStore, busy_hour: list[CallRecord], pg_dsn: str
+    store: Store, busy_hour: list[CallRecord], database: Database
 ) -> None:
     """A newer version of a call (fewer holds, no violations) leaves none of the old child rows."""
     rich = max(busy_hour, key=lambda r: len(r.holds) + len(r.transfers) + len(r.violations))
@@ -134,11 +135,11 @@ async def test_a_rewritten_call_replaces_its_children(
     bare = dataclasses.replace(rich, holds=(), transfers=(), ring_no_answer=(), violations=(), notices=())
     store.submit(bare, service_day(bare))
     await store.flush(5.0)
-    assert rich.call_id not in await all_children(pg_dsn)
+    assert rich.call_id not in await all_children(database)
     assert without_complaints(await store.get_call(rich.call_id)) == bare.to_dict()
 
 
-async def test_a_pending_call_is_found_before_it_is_written(store: PostgresStore, busy_hour: list[CallRecord]) -> None:
+async def test_a_pending_call_is_found_before_it_is_written(store: Store, busy_hour: list[CallRecord]) -> None:
     """get_call sees a call still waiting in the batch."""
     record = busy_hour[0]
     store.submit(record, service_day(record))
@@ -146,7 +147,7 @@ async def test_a_pending_call_is_found_before_it_is_written(store: PostgresStore
     assert await store.get_call("no-such-call") is None
 
 
-async def test_submit_checks_the_service_day(store: PostgresStore, busy_hour: list[CallRecord]) -> None:
+async def test_submit_checks_the_service_day(store: Store, busy_hour: list[CallRecord]) -> None:
     """A service day that is not YYYY-MM-DD is refused at submit."""
     for bad in ("23/11/2026", "20261123", ""):
         with pytest.raises(ValueError, match="YYYY-MM-DD"):
@@ -155,7 +156,7 @@ async def test_submit_checks_the_service_day(store: PostgresStore, busy_hour: li
 
 
 async def test_close_writes_everything_pending(make_store: StoreFactory, busy_hour: list[CallRecord]) -> None:
-    """Closing without a writer task still saves every submitted call."""
+    """Closing without a writer task still saves every submitted call; a closed store takes no call, nor reopens."""
     first = await make_store()
     submit_all(first, busy_hour)
     await first.close()
@@ -170,7 +171,7 @@ async def test_close_writes_everything_pending(make_store: StoreFactory, busy_ho
 
 
 async def test_cancelling_the_writer_flushes(
-    make_store: StoreFactory, busy_hour: list[CallRecord], pg_dsn: str
+    make_store: StoreFactory, busy_hour: list[CallRecord], database: Database
 ) -> None:
     """Cancelling run() (SIGTERM) writes what is pending before the task ends."""
     store = await make_store(batch_interval_s=60.0)
@@ -180,18 +181,38 @@ async def test_cancelling_the_writer_flushes(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert await count(pg_dsn, "SELECT count(*) FROM calls") == 50
+    assert await database.count("calls") == 50
     assert store.stats.pending == 0
 
 
-async def test_writer_commits_in_batches(running: PostgresStore, busy_hour: list[CallRecord], pg_dsn: str) -> None:
-    """The running writer commits submitted calls within a few batch intervals, in few batches."""
+async def test_writer_commits_in_batches(running: Store, busy_hour: list[CallRecord], database: Database) -> None:
+    """The running writer commits submitted calls within a few batch intervals, in few batches; it runs only once."""
     submit_all(running, busy_hour)
     await wait_for(lambda: running.stats.written == 50)
     assert running.stats.batches <= 2
-    assert await count(pg_dsn, "SELECT count(*) FROM calls") == 50
+    assert await database.count("calls") == 50
     with pytest.raises(StoreError, match="already running"):
         await running.run()
+
+
+async def test_overflow_is_counted_and_logged(make_store: StoreFactory, busy_hour: list[CallRecord]) -> None:
+    """Past max_pending, new calls are dropped, counted and logged one by one as errors; replaced ones still fit."""
+    store = await make_store(max_pending=10)
+    with capture_logs() as logs:
+        submit_all(store, busy_hour[:15])
+        store.submit(busy_hour[3], service_day(busy_hour[3]))  # already pending: replaces, not dropped
+        store.mark_open("live-1", 1.0, {})
+        await store.record_agent_state(AgentStateInterval("PJSIP/1001", "support", "available", None, 1.0, 2.0))
+    stats = store.stats
+    assert stats.pending == 10
+    assert stats.dropped == 7
+    dropped = [e for e in logs if e["event"] == "store backlog full: write dropped"]
+    assert [e["id"] for e in dropped[:5]] == [r.call_id for r in busy_hour[10:15]]
+    assert {e["kind"] for e in dropped} == {"call", "open-call marker", "agent state"}
+    assert all(e["log_level"] == "error" for e in dropped)
+    assert await store.flush(5.0)
+    store.submit(busy_hour[12], service_day(busy_hour[12]))  # room again once written
+    assert store.stats.pending == 1
 
 
 async def test_open_markers_survive_a_reopen(make_store: StoreFactory, busy_hour: list[CallRecord]) -> None:
@@ -220,7 +241,29 @@ async def test_open_markers_survive_a_reopen(make_store: StoreFactory, busy_hour
     assert [m.call_id for m in await second.open_markers()] == [b.call_id]
 
 
-async def test_complaints(store: PostgresStore, busy_hour: list[CallRecord], now: float) -> None:
+async def test_before_write_runs_ahead_of_every_write_and_cannot_stop_the_writer(
+    make_store: StoreFactory, busy_hour: list[CallRecord], database: Database
+) -> None:
+    """What ``before_write`` queues goes out with that very write; when it raises, the write still happens."""
+    store = await make_store()
+    calls = iter(busy_hour[:2])
+
+    def add_marker() -> None:
+        record = next(calls)
+        store.mark_open(record.call_id, record.arrived_at, {"caller": record.caller})
+        if record is busy_hour[1]:
+            raise RuntimeError("a broken hook")
+
+    store.before_write = add_marker
+    assert await store.flush(5.0)
+    assert [m.call_id for m in await store.open_markers()] == [busy_hour[0].call_id]
+    store.submit(busy_hour[5], service_day(busy_hour[5]))
+    assert await store.flush(5.0)
+    assert {m.call_id for m in await store.open_markers()} == {busy_hour[0].call_id, busy_hour[1].call_id}
+    assert await database.count("calls") == 1
+
+
+async def test_complaints(store: Store, busy_hour: list[CallRecord], now: float) -> None:
     """QA tags attach to a call, name its agent by default, count once per call and survive a rewrite."""
     answered = [r for r in busy_hour if r.agent]
     first, second = answered[0], answered[1]
@@ -254,8 +297,8 @@ async def test_complaints(store: PostgresStore, busy_hour: list[CallRecord], now
     assert not await store.remove_complaint(second.call_id, "PJSIP/1004")
 
 
-async def test_complaint_errors(store: PostgresStore, busy_hour: list[CallRecord]) -> None:
-    """A complaint on an unknown call, or on a call nobody answered without naming an agent, is refused."""
+async def test_complaint_errors(store: Store, busy_hour: list[CallRecord]) -> None:
+    """A complaint on an unknown call, without an agent on an unanswered call, or without a tagger, is refused."""
     abandoned = next(r for r in busy_hour if r.agent is None)
     store.submit(abandoned, service_day(abandoned))
     with pytest.raises(StoreError, match="no call"):
@@ -273,8 +316,8 @@ async def test_complaint_errors(store: PostgresStore, busy_hour: list[CallRecord
     assert store.stats.write_errors == 0
 
 
-async def test_agent_states(store: PostgresStore, now: float) -> None:
-    """Intervals overlapping a window are returned; re-recording an open one closes it."""
+async def test_agent_states(store: Store, now: float) -> None:
+    """Intervals overlapping a window are returned; re-recording an open one closes it; none ends before it starts."""
     t = now
     await store.record_agent_state(AgentStateInterval("PJSIP/1001", "support", "available", None, t, t + 60))
     await store.record_agent_state(AgentStateInterval("PJSIP/1001", "support", "paused", "lunch", t + 60, None))
@@ -290,10 +333,14 @@ async def test_agent_states(store: PostgresStore, now: float) -> None:
     assert await store.agent_states_between(t + 1800, t + 3600) == []
     everything = await store.agent_states_between(t - 3600, t + 3600)
     assert [s.reason for s in everything] == [None, None, "lunch"]
+    with pytest.raises(ValueError, match="before start"):
+        AgentStateInterval("PJSIP/1001", "support", "paused", None, t, t - 1)
 
 
-async def test_retention_purge(make_store: StoreFactory, busy_hour: list[CallRecord], now: float, pg_dsn: str) -> None:
-    """Calls older than retention_days go with their children and tags; newer ones stay."""
+async def test_retention_purge(
+    make_store: StoreFactory, busy_hour: list[CallRecord], now: float, database: Database
+) -> None:
+    """Calls older than retention_days go with their children and tags (old states and markers too); newer ones stay."""
     store = await make_store(retention_days=30)
     old = [dataclasses.replace(r, arrived_at=r.arrived_at - 40 * 86400) for r in busy_hour[:10]]
     submit_all(store, old + busy_hour[10:])
@@ -303,13 +350,13 @@ async def test_retention_purge(make_store: StoreFactory, busy_hour: list[CallRec
     await store.record_agent_state(AgentStateInterval("PJSIP/1001", "support", "available", None, 1.0, 2.0))
     await store.flush(5.0)
     assert await store.purge(now) == 10
-    assert await count(pg_dsn, "SELECT count(*) FROM calls") == 40
-    found = await all_children(pg_dsn)
+    assert await database.count("calls") == 40
+    found = await all_children(database)
     for record in old:
         assert await store.get_call(record.call_id) is None
         assert record.call_id not in found
     for table in ("complaints", "agent_states", "open_calls"):
-        assert await count(pg_dsn, f"SELECT count(*) FROM {table}") == 0, table
+        assert await database.count(table) == 0, table
     assert store.stats.purged == 10
     assert await store.purge(now) == 0
 
@@ -324,7 +371,7 @@ async def test_purge_runs_at_open(make_store: StoreFactory, busy_hour: list[Call
     assert (await later.list_calls(CallFilter()))[1] == 0
 
 
-async def test_unanswered_and_reached(store: PostgresStore, busy_hour: list[CallRecord]) -> None:
+async def test_unanswered_and_reached(store: Store, busy_hour: list[CallRecord]) -> None:
     """Unanswered inbound callers are listed; a later answered call either way marks the number reached."""
     unanswered = [r for r in busy_hour if r.direction is Direction.INBOUND and r.outcome is not Outcome.ANSWERED]
     assert unanswered
@@ -352,7 +399,7 @@ async def test_unanswered_and_reached(store: PostgresStore, busy_hour: list[Call
     assert await store.unanswered_callers(max(r.arrived_at for r in busy_hour) + 1) == []
 
 
-async def test_every_capture_round_trips(store: PostgresStore) -> None:
+async def test_every_capture_round_trips(store: Store) -> None:
     """Records from several stories (transfers, pickup, recordings, restart) come back exact."""
     records = [r for name in ("k", "pickup", "mixmonitor", "restart", "ivr_abandon", "o") for r in replay_capture(name)]
     submit_all(store, records)

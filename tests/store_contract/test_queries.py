@@ -1,4 +1,8 @@
-"""QA queries: each filter narrows to exactly the calls it names; pages add up to the total."""
+"""QA queries, on every backend: each filter narrows to exactly the calls it names; pages add up to the total.
+
+Each test that takes a store runs against SQLite and against PostgreSQL (this folder's ``backend`` fixture);
+the checks of :class:`CallFilter` itself need no store and run once.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,21 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from store_helpers import StoreFactory, service_day
 
 from pbx_bridge.engine.model import CallRecord, Direction, Outcome
-from pbx_bridge.store import CallFilter, SqliteStore
+from pbx_bridge.store import CallFilter
+
+from .backends import Store, StoreFactory
+from .helpers import service_day, submit_all
 
 Check = Callable[[CallRecord], bool]
 
 
 @pytest.fixture
-async def loaded(make_store: StoreFactory, busy_hour: list[CallRecord]) -> AsyncIterator[SqliteStore]:
+async def loaded(make_store: StoreFactory, busy_hour: list[CallRecord]) -> AsyncIterator[Store]:
     """A store holding the busy hour."""
     store = await make_store()
-    for record in busy_hour:
-        store.submit(record, service_day(record))
+    submit_all(store, busy_hour)
     assert await store.flush(5.0)
     yield store
 
@@ -29,7 +34,7 @@ def newest_first(records: list[CallRecord]) -> list[str]:
     return [r.call_id for r in sorted(records, key=lambda r: (r.arrived_at, r.call_id), reverse=True)]
 
 
-async def ids(store: SqliteStore, f: CallFilter) -> tuple[list[str], int]:
+async def ids(store: Store, f: CallFilter) -> tuple[list[str], int]:
     calls, total = await store.list_calls(f, limit=1000)
     return [c["call_id"] for c in calls], total
 
@@ -69,7 +74,7 @@ def cases(busy: list[CallRecord]) -> list[tuple[str, CallFilter, Check]]:
     ]
 
 
-async def test_each_filter_narrows_exactly(loaded: SqliteStore, busy_hour: list[CallRecord]) -> None:
+async def test_each_filter_narrows_exactly(loaded: Store, busy_hour: list[CallRecord]) -> None:
     """Every filter returns exactly the calls the same test in Python picks, newest first, with the right total."""
     for name, f, check in cases(busy_hour):
         want = newest_first([r for r in busy_hour if check(r)])
@@ -81,12 +86,12 @@ async def test_each_filter_narrows_exactly(loaded: SqliteStore, busy_hour: list[
             assert total < 50, f"{name}: the filter should narrow the busy hour"
 
 
-async def test_no_filter_returns_everything(loaded: SqliteStore, busy_hour: list[CallRecord]) -> None:
+async def test_no_filter_returns_everything(loaded: Store, busy_hour: list[CallRecord]) -> None:
     """An empty filter lists every call, newest first."""
     assert await ids(loaded, CallFilter()) == (newest_first(busy_hour), 50)
 
 
-async def test_filters_that_match_nothing(loaded: SqliteStore) -> None:
+async def test_filters_that_match_nothing(loaded: Store) -> None:
     """A filter nothing matches gives an empty page and a zero total."""
     for f in (
         CallFilter(agent="PJSIP/9999"),
@@ -97,18 +102,19 @@ async def test_filters_that_match_nothing(loaded: SqliteStore) -> None:
 
 
 async def test_caller_prefix_is_not_a_like_pattern(make_store: StoreFactory, busy_hour: list[CallRecord]) -> None:
-    """'%' and '_' in a prefix are literal characters, not wildcards."""
+    """'%' and '_' in a prefix are literal characters, not wildcards; a prefix ending in U+10FFFF still works."""
     store = await make_store()
     odd = dataclasses.replace(busy_hour[0], call_id="odd", caller="55_0%1")
     plain = dataclasses.replace(busy_hour[1], call_id="plain", caller="5510012")
-    for record in (odd, plain):
-        store.submit(record, service_day(record))
+    top = dataclasses.replace(busy_hour[2], call_id="top", caller="\U0010ffff7")
+    submit_all(store, [odd, plain, top])
     await store.flush(5.0)
     assert await ids(store, CallFilter(caller="55_*")) == (["odd"], 1)
     assert await ids(store, CallFilter(caller="55_0%1")) == (["odd"], 1)
+    assert await ids(store, CallFilter(caller="\U0010ffff*")) == (["top"], 1)
 
 
-async def test_pagination(loaded: SqliteStore, busy_hour: list[CallRecord]) -> None:
+async def test_pagination(loaded: Store, busy_hour: list[CallRecord]) -> None:
     """Pages of 7 cover every call once, in order; the total stays the same; past the end is empty."""
     seen: list[str] = []
     for offset in range(0, 56, 7):
@@ -127,13 +133,22 @@ async def test_pagination(loaded: SqliteStore, busy_hour: list[CallRecord]) -> N
         await loaded.list_calls(CallFilter(), limit=5, offset=-1)
 
 
-async def test_listed_records_are_the_contract(loaded: SqliteStore, busy_hour: list[CallRecord]) -> None:
+async def test_listed_records_are_the_contract(loaded: Store, busy_hour: list[CallRecord]) -> None:
     """list_calls returns the stored to_dict() documents."""
     calls, _ = await loaded.list_calls(CallFilter(has_transfer=True), limit=100)
     by_id = {r.call_id: r for r in busy_hour}
     assert calls
     for call in calls:
         assert call == by_id[call["call_id"]].to_dict()
+
+
+async def test_values_are_parameters_not_sql(loaded: Store) -> None:
+    """Quotes and SQL in filter values are matched as text: nothing is ever spliced into a statement."""
+    for hostile in ("x' OR '1'='1", "'; DROP TABLE calls; --", "$1", "?"):
+        assert await ids(loaded, CallFilter(agent=hostile, queue=hostile)) == ([], 0)
+        assert await ids(loaded, CallFilter(caller=hostile + "*")) == ([], 0)
+        assert await loaded.get_call(hostile) is None
+    assert (await ids(loaded, CallFilter()))[1] == 50
 
 
 @pytest.mark.parametrize(
@@ -149,6 +164,6 @@ async def test_listed_records_are_the_contract(loaded: SqliteStore, busy_hour: l
     ],
 )
 def test_bad_filters_are_refused(kwargs: dict[str, Any], message: str) -> None:
-    """A filter that can match nothing by construction is a ValueError naming the field."""
+    """A filter that can match nothing by construction is a ValueError naming the field (no store: runs once)."""
     with pytest.raises(ValueError, match=message):
         CallFilter(**kwargs)
