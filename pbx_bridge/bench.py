@@ -668,6 +668,13 @@ async def throughput_section(sender: Sender, n_events: int, repeat: int) -> dict
             f"(runs: {', '.join(_rate(x) for x in rates)}; receiver CPU {cpu:.1f} us/event)"
             + (f" [{notes}]" if notes else "")
         )
+    # Runs of one repeat follow each other within seconds: their ratio cancels the machine's slower
+    # drift (a shared VM's speed moves by tens of percent over minutes), so it is printed as well.
+    paired = [f.rate / max(b.rate, 1e-9) for b, f in zip(runs["bare"], runs["full"], strict=True)]
+    _out(
+        f"throughput: full / bare panoramisk per repeat (runs back to back): "
+        f"{', '.join(f'{x:.2f}' for x in paired)}; median {_median(paired):.2f}"
+    )
     _out(
         f"throughput: before/after (AMI edge): {_rate(medians['plain'])} -> {_rate(medians['full'])} events/s "
         f"({medians['full'] / max(medians['plain'], 1e-9):.2f}x); full pipeline / bare panoramisk = "
