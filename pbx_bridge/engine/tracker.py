@@ -333,7 +333,7 @@ class CallTracker:
         self._by_name: dict[str, Chan] = {}
         self._calls_by_lid: dict[str, Call] = {}
         self._calls: dict[str, Call] = {}
-        self._held: dict[str, Call] = {}  # calls that put a hold on since the last live check
+        self._held: dict[str, Call] = {}  # calls that put a hold on (_check_live drops those done with it)
         self._dials: dict[str, Dial] = {}  # by destination uniqueid
         self._bridges: dict[str, Bridge] = {}
         self._old_bridges: OrderedDict[str, Bridge] = OrderedDict()
@@ -1218,12 +1218,12 @@ class CallTracker:
             outcome = Outcome.FAILED if call.failed else Outcome.UNANSWERED
         elif call.offered is None:
             outcome = Outcome.NOT_OFFERED
-        elif hangup_by is HangupBy.SYSTEM or (hangup_by is HangupBy.UNKNOWN and call.partial):
-            outcome = Outcome.UNANSWERED  # the PBX dropped it, or we lost sight of how it ended
-        else:
-            # The caller hung up, or the signalling does not say who did: when the PBX ends a
-            # waiting call it says so, so an unattributed end of a waiting caller is theirs.
+        elif hangup_by is HangupBy.CUSTOMER or (hangup_by is HangupBy.UNKNOWN and not call.partial):
+            # The caller hung up, or the signalling names nobody: when the PBX ends a waiting
+            # call it says so, so an unattributed end of a waiting caller is theirs.
             outcome = Outcome.ABANDONED
+        else:
+            outcome = Outcome.UNANSWERED  # the PBX dropped it, or how it ended was not seen
         tta = call.answered - start if call.answered is not None else None
         waited = tta if answered else (ended - start if call.offered is not None else None)
         talk = ended - call.answered if call.answered is not None else None
