@@ -22,7 +22,7 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, NoReturn, TypeVar, get_type_hints
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pbx_bridge.engine.hours import DEFAULT_TIMEZONE, CalendarSet, MonthDay, Period, Season, ServiceCalendar
@@ -206,10 +206,13 @@ class ApiToken:
 
 @dataclass(frozen=True, slots=True)
 class ApiSettings:
-    """``[api]``: bearer tokens of the HTTP API."""
+    """``[api]``: bearer tokens of the HTTP API, and where QA staff play recordings from."""
 
     tokens_env: str = "PBX_BRIDGE_API_TOKENS"
     tokens_file: Path | None = None
+    # A recording under recordings_dir is linked as recordings_url + its path below that folder.
+    recordings_dir: str = "/var/spool/asterisk/monitor"
+    recordings_url: str = ""
     tokens: tuple[ApiToken, ...] = field(
         default=(),
         repr=False,
@@ -224,6 +227,16 @@ class ApiSettings:
             if hmac.compare_digest(entry.token.encode(), presented.encode()):
                 found = entry.role
         return found
+
+    def recording_link(self, recording: str | None) -> str | None:
+        """Where a call's recording is played from: a URL when ``recordings_url`` is set and the
+        file lies under ``recordings_dir``, else the file as Asterisk named it."""
+        if not recording or not self.recordings_url:
+            return recording
+        folder = self.recordings_dir.rstrip("/") + "/"
+        if not recording.startswith(folder):
+            return recording
+        return self.recordings_url.rstrip("/") + "/" + quote(recording[len(folder) :])
 
 
 @dataclass(frozen=True, slots=True)
@@ -810,6 +823,14 @@ def _check_mqtt(mqtt: MqttSettings, env: Mapping[str, str], ctx: _Context) -> Mq
 def _resolve_api(api: ApiSettings, env: Mapping[str, str], ctx: _Context) -> ApiSettings:
     """Attach the API tokens: the environment variable wins over the file."""
     _check_env_name(api.tokens_env, "api.tokens_env", ctx)
+    url = urlsplit(api.recordings_url)
+    _check(
+        not api.recordings_url or (url.scheme in ("http", "https") and bool(url.netloc)),
+        "api.recordings_url",
+        f"must be an http:// or https:// URL, got {api.recordings_url!r}",
+        ctx,
+    )
+    _check(api.recordings_dir.startswith("/"), "api.recordings_dir", "must be an absolute path", ctx)
     text = env.get(api.tokens_env) or None
     key, origin = "api.tokens_env", f"environment variable {api.tokens_env}"
     if text is None and api.tokens_file is not None:

@@ -150,8 +150,8 @@ class QaQueries:
             record["timeline"] = []  # a row the engine of today cannot read: show the record anyway
         record["links"] = {
             "self": f"{API_PREFIX}/calls/{call_id}",
-            # The file as Asterisk named it: QA staff open it from the recordings share.
-            "recording": record.get("recording"),
+            # A URL under api.recordings_url, else the file as Asterisk named it (the recordings share).
+            "recording": self.settings.api.recording_link(record.get("recording")),
         }
         return record
 

@@ -708,7 +708,15 @@ SCHEMAS: Final[dict[str, Any]] = {
                             ("at", "event"),
                         ),
                     },
-                    "links": _object({"self": {"type": "string"}, "recording": _nullable("string")}),
+                    "links": _object(
+                        {
+                            "self": {"type": "string"},
+                            "recording": _nullable(
+                                "string",
+                                description="a URL under api.recordings_url if set, else the file as Asterisk named it",
+                            ),
+                        }
+                    ),
                 }
             ),
         ]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from api_support import QUOTED_NAME, SYNTHETIC_PARTIAL, Client, auth, dicts
+from api_support import QUOTED_NAME, SYNTHETIC_PARTIAL, Client, MakeClient, api_settings, auth, dicts
 
 from pbx_bridge.config import ApiRole
 from pbx_bridge.engine.model import CallRecord
@@ -175,6 +176,21 @@ async def test_detail_links_the_recording(client: Client, records: tuple[CallRec
     body = await (await client.get(f"/api/v1/calls/{call.call_id}", headers=QA)).json()
     assert body["links"]["recording"] == call.recording
     assert body["timeline"][-1] == {"at": body["ended_at"], "event": "recording", "file": call.recording}
+
+
+async def test_recording_link_is_a_url_under_recordings_url(
+    make_client: MakeClient, records: tuple[CallRecord, ...]
+) -> None:
+    """With api.recordings_url set, a recording under recordings_dir is linked as a URL (path quoted)."""
+    call = next(r for r in records if r.recording)
+    assert call.recording is not None and call.recording.startswith("/var/spool/asterisk/monitor/")
+    settings = api_settings()
+    settings = replace(settings, api=replace(settings.api, recordings_url="https://qa.example/rec/"))
+    client = await make_client(settings)
+    body = await (await client.get(f"/api/v1/calls/{call.call_id}", headers=QA)).json()
+    relative = call.recording.removeprefix("/var/spool/asterisk/monitor/")
+    assert body["links"]["recording"] == "https://qa.example/rec/" + urllib.parse.quote(relative)
+    assert body["recording"] == call.recording  # the record itself keeps Asterisk's file name
 
 
 async def test_unknown_call_is_404(client: Client) -> None:

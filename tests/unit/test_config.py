@@ -416,6 +416,32 @@ def test_bad_api_tokens_are_rejected_without_echoing_them(tmp_path: Path, value:
     assert TOKEN_A not in message
 
 
+def test_recording_links(tmp_path: Path) -> None:
+    """Recordings under recordings_dir link to recordings_url (path quoted); others, or no URL, stay file names."""
+    plain = load(tmp_path, "")
+    assert plain.api.recording_link("/var/spool/asterisk/monitor/a.wav") == "/var/spool/asterisk/monitor/a.wav"
+    settings = load(tmp_path, "[api]\nrecordings_url = 'https://qa.example/rec'\nrecordings_dir = '/rec/'")
+    assert settings.api.recording_link("/rec/2026/12/04/q-5550101 张.wav") == (
+        "https://qa.example/rec/2026/12/04/q-5550101%20%E5%BC%A0.wav"
+    )
+    assert settings.api.recording_link("/elsewhere/a.wav") == "/elsewhere/a.wav"
+    assert settings.api.recording_link("/recordings/a.wav") == "/recordings/a.wav"  # not under /rec/
+    assert settings.api.recording_link(None) is None
+
+
+@pytest.mark.parametrize(
+    ("toml", "expected"),
+    [
+        ("recordings_url = 'ftp://qa.example/rec'", r"api\.recordings_url: must be an http:// or https:// URL"),
+        ("recordings_url = '/rec'", r"api\.recordings_url: must be an http:// or https:// URL"),
+        ("recordings_dir = 'monitor'", r"api\.recordings_dir: must be an absolute path"),
+    ],
+)
+def test_bad_recording_settings_are_rejected(tmp_path: Path, toml: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        load(tmp_path, f"[api]\n{toml}")
+
+
 # --- per-queue overrides ----------------------------------------------------------------------------
 
 
