@@ -64,7 +64,7 @@ from pbx_bridge.store.schema import apply_migrations
 _ROW_ERRORS: Final = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError, sqlite3.InterfaceError)
 _MAX_PARAMETERS: Final = 999  # SQLite's smallest default limit of ``?`` parameters in one statement
 
-# Writes are ``INSERT … VALUES {rows} …`` and ``DELETE … IN ({ids})``, many rows to a statement
+# Writes are ``INSERT … VALUES {rows} …`` and ``DELETE … IN ({rows})``, many rows to a statement
 # (see _write_rows): sqlite3 gives up the GIL around every statement step, and under load each
 # hand-over costs the event loop far more than the step itself.
 _UPSERT_CALL: Final = """
