@@ -9,9 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from store_contract.helpers import opened_stores, writer_running
-
-from pbx_bridge.store import SqliteStore
+from store_contract.helpers import opened_stores
 
 from .store_helpers import StoreFactory, new_store
 
@@ -27,16 +25,3 @@ async def make_store(db_path: Path, now: float) -> AsyncIterator[StoreFactory]:
     """``await make_store(**kwargs)``: an open store, closed at the end of the test whatever happens."""
     async with opened_stores(lambda **kwargs: new_store(db_path, now, **kwargs)) as make:
         yield make
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> SqliteStore:
-    """An open store with test timings (no writer task running)."""
-    return await make_store()
-
-
-@pytest.fixture
-async def running(store: SqliteStore) -> AsyncIterator[SqliteStore]:
-    """An open store with its writer task running."""
-    async with writer_running(store) as started:
-        yield started

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from .backends import Database, PostgresDatabase, SqliteDatabase, Store, StoreFactory
-from .helpers import opened_stores, writer_running
+from .backends import Database, PostgresDatabase, SqliteDatabase, StoreFactory
+from .helpers import opened_stores
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
@@ -42,16 +42,3 @@ async def make_store(database: Database, now: float) -> AsyncIterator[StoreFacto
     """``await make_store(**kwargs)``: an open store on the test's database, closed at the end whatever happens."""
     async with opened_stores(lambda **kwargs: database.new_store(now, **kwargs)) as make:
         yield make
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> Store:
-    """An open store with test timings (no writer task running)."""
-    return await make_store()
-
-
-@pytest.fixture
-async def running(store: Store) -> AsyncIterator[Store]:
-    """An open store with its writer task running."""
-    async with writer_running(store) as started:
-        yield started

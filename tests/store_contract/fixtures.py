@@ -1,12 +1,22 @@
-"""Pytest plugin (listed in tests/conftest.py): the captured calls every call-store test replays."""
+"""Pytest plugin (listed in tests/conftest.py): what every call-store test folder shares.
+
+The captured calls the tests replay, and ``store`` / ``running`` over the nearest ``make_store``
+(each of tests/store, tests/store_pg and tests/store_contract defines its own).
+"""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from pbx_bridge.engine.model import CallRecord
 
-from .helpers import replay_capture
+from .helpers import replay_capture, writer_running
+
+if TYPE_CHECKING:  # the plugin loads for every test: no backend driver imported for it
+    from .backends import Store, StoreFactory
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +37,16 @@ def utf8_calls() -> list[CallRecord]:
 def now(busy_hour: list[CallRecord]) -> float:
     """A wall clock just after the busy hour, so retention never depends on today's date."""
     return max(r.ended_at for r in busy_hour) + 3600.0
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> Store:
+    """An open store with test timings (no writer task running)."""
+    return await make_store()
+
+
+@pytest.fixture
+async def running(store: Store) -> AsyncIterator[Store]:
+    """An open store with its writer task running."""
+    async with writer_running(store) as started:
+        yield started

@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from store_contract.helpers import opened_stores, writer_running
-
-from pbx_bridge.store.postgres import PostgresStore
+from store_contract.helpers import opened_stores
 
 from .pg_helpers import StoreFactory, new_store
 
@@ -22,16 +20,3 @@ async def make_store(pg_dsn: str, now: float) -> AsyncIterator[StoreFactory]:
     """``await make_store(**kwargs)``: an open store (site "north" unless told), closed at the end whatever happens."""
     async with opened_stores(lambda **kwargs: new_store(pg_dsn, now, **kwargs)) as make:
         yield make
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> PostgresStore:
-    """An open store with test timings (no writer task running)."""
-    return await make_store()
-
-
-@pytest.fixture
-async def running(store: PostgresStore) -> AsyncIterator[PostgresStore]:
-    """An open store with its writer task running."""
-    async with writer_running(store) as started:
-        yield started
